@@ -1,0 +1,5 @@
+"""A real, local Apache Kafka broker (KRaft, single node) for the demo and the tests."""
+
+from changefeed.broker.local import BrokerStatus, LocalBroker
+
+__all__ = ["BrokerStatus", "LocalBroker"]

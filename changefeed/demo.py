@@ -1,0 +1,203 @@
+"""``changefeed demo``: the whole pipeline on one machine, with realistic traffic.
+
+Starts (or reuses) the local broker, declares the topics, starts the processors worker
+(which also serves the events API) and the demo business API as child processes, drives
+demo traffic through the demo API, waits until the change events it caused are readable
+on ``changes`` (read_committed), and prints what happened and where to look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from changefeed.broker import LocalBroker
+from changefeed.config import Settings
+from changefeed.errors import ChangefeedError
+from changefeed.topics import ensure_topics
+
+
+@dataclass
+class ChangeTap:
+    """Counts change events on a topic from its current end, in a background thread."""
+
+    settings: Settings
+    topic: str
+    count: int = 0
+    sample: dict[str, object] | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        )
+        partitions = [
+            TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic))
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            consumer.position(tp)  # resolve the end offsets before traffic starts
+        threading.Thread(target=self._run, args=(consumer,), daemon=True).start()
+
+    def _run(self, consumer: KafkaConsumer) -> None:
+        from schemas.codec import default_codec
+
+        codec = default_codec()
+        while not self._stop.is_set():
+            for batch in consumer.poll(timeout_ms=200).values():
+                self.count += len(batch)
+                self.last_seen = time.monotonic()
+                if self.sample is None or (self.sample.get("action") != "update"):
+                    self.sample = codec.decode(batch[-1].value, "changefeed.ChangeEvent")
+        consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_demo(settings: Settings, *, duration_s: float, rate: float, keep_running: bool) -> int:
+    log_dir = settings.broker.home / "demo"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    status = LocalBroker(settings.broker).start()
+    print(
+        f"==> Kafka {settings.broker.kafka_version}: {status.describe()}"
+        f" [{time.monotonic() - began:.1f}s]"
+    )
+    settings = settings.with_(bootstrap=status.bootstrap)
+    for report in ensure_topics(settings):
+        print(f"    topic {report.describe()}")
+
+    env = _child_env(settings)
+    children = {
+        "worker": _spawn(["worker"], env, log_dir / "worker.log"),
+        "demo-api": _spawn(["demo-api"], env, log_dir / "demo-api.log"),
+    }
+    try:
+        worker_url = f"http://127.0.0.1:{settings.worker_web_port}"
+        demo_url = f"http://{settings.api_host}:{settings.demo_api_port}"
+        _wait_healthy("worker", f"{worker_url}/healthz", children["worker"], log_dir, 180)
+        _wait_healthy("demo-api", f"{demo_url}/healthz", children["demo-api"], log_dir, 60)
+        print(f"==> worker and events API ready at {worker_url}; demo API at {demo_url}")
+
+        tap = ChangeTap(settings, settings.topic("changes"))
+        tap.start()
+        from producers.loadgen import LoadProfile, run_loadgen
+
+        print(f"==> sending demo traffic: {rate:g} requests/s for {duration_s:g}s")
+        profile = LoadProfile(
+            rate=rate,
+            duration_s=duration_s,
+            tenants=3,
+            duplicate_rate=0.05,
+            out_of_order_rate=0.05,
+            seed=None,
+        )
+        run_loadgen(settings, profile, target=demo_url)
+        _wait_quiet(tap, quiet_s=3.0, limit_s=60.0)
+        tap.stop()
+        _print_summary(settings, tap, worker_url, demo_url, log_dir)
+        if keep_running:
+            print("==> services keep running; Ctrl-C stops them (the broker stays up)")
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return 0 if tap.count > 0 else 1
+    finally:
+        for child in children.values():
+            _terminate(child)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CHANGEFEED_BOOTSTRAP=settings.bootstrap,
+        CHANGEFEED_TOPIC_PREFIX=settings.topic_prefix,
+        CHANGEFEED_PARTITIONS=str(settings.partitions),
+        CHANGEFEED_APP_ID=settings.app_id,
+        CHANGEFEED_DATA_DIR=str(settings.data_dir),
+        CHANGEFEED_WORKER_PORT=str(settings.worker_web_port),
+        CHANGEFEED_DEMO_API_PORT=str(settings.demo_api_port),
+    )
+    return env
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "changefeed.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _wait_healthy(
+    name: str, url: str, child: subprocess.Popen[bytes], log_dir: Path, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise ChangefeedError(
+                f"{name} exited with {child.returncode}; see {log_dir / (name + '.log')}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)  # polling a condition
+    raise ChangefeedError(f"{name} was not healthy at {url} within {timeout_s:.0f}s")
+
+
+def _wait_quiet(tap: ChangeTap, *, quiet_s: float, limit_s: float) -> None:
+    """Wait until change events stop arriving (the pipeline has caught up), or the limit."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if tap.count and time.monotonic() - tap.last_seen >= quiet_s:
+            return
+        time.sleep(0.2)
+
+
+def _print_summary(
+    settings: Settings, tap: ChangeTap, worker_url: str, demo_url: str, log_dir: Path
+) -> None:
+    print(f"==> {tap.count} change events are readable on '{settings.topic('changes')}'")
+    if tap.sample is not None:
+        print("    a sample change event:")
+        print(json.dumps(tap.sample, indent=2, default=str)[:3000])
+    print(
+        f"""
+Where to look
+  events API       {worker_url}   (see README: /v1/events ..., /openapi.json)
+  worker health    {worker_url}/healthz     counters: {worker_url}/metrics
+  demo API         {demo_url}   (POST /v1/projects, /v1/expense_reports, ...)
+  topics           changefeed topics describe
+  logs             {log_dir}
+  broker           changefeed broker status | changefeed broker stop"""
+    )
+
+
+def _terminate(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

@@ -1,0 +1,1 @@
+"""Thin, typed wrappers around the Kafka admin client: connection, topics as code."""

@@ -1,0 +1,50 @@
+"""The project's own broker: started by the session fixture, reused, reported, stoppable."""
+
+import time
+
+from changefeed.broker import LocalBroker
+from changefeed.config import BrokerSettings
+from changefeed.kafka.admin import admin_client
+
+
+def test_broker_answers_metadata(kafka_bootstrap: str) -> None:
+    with admin_client(kafka_bootstrap) as admin:
+        cluster = admin.describe_cluster()
+    assert len(cluster["brokers"]) == 1
+    host_ports = {(b["host"], b["port"]) for b in cluster["brokers"]}
+    assert ("127.0.0.1", int(kafka_bootstrap.rsplit(":", 1)[1])) in host_ports
+
+
+def test_second_start_reuses_the_running_broker(
+    kafka_bootstrap: str, broker_settings: BrokerSettings
+) -> None:
+    broker = LocalBroker(broker_settings)
+    before = broker.status()
+    began = time.monotonic()
+    after = broker.start()
+    assert after.reachable
+    assert after.pid == before.pid
+    assert time.monotonic() - began < 5  # no new JVM was started
+
+
+def test_status_of_a_broker_that_is_not_running(tmp_path) -> None:
+    broker = LocalBroker(BrokerSettings(port=39992, controller_port=39993, home=tmp_path))
+    status = broker.status()
+    assert not status.running and not status.reachable
+    assert "not running" in status.describe()
+    assert broker.stop() is False
+
+
+def test_broker_settings_disable_auto_create(
+    kafka_bootstrap: str, broker_settings: BrokerSettings
+) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    with admin_client(kafka_bootstrap) as admin:
+        configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, "1")], config_filter="all"
+        )["broker"]["1"]
+    assert configs["auto.create.topics.enable"]["value"] == "false"
+    assert configs["group.initial.rebalance.delay.ms"]["value"] == "0"
+    assert configs["transaction.state.log.replication.factor"]["value"] == "1"
+    assert configs["offsets.topic.replication.factor"]["value"] == "1"

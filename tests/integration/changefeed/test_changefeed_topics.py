@@ -1,0 +1,43 @@
+"""Topics as code against the real broker: created once, drift corrected or reported."""
+
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+from changefeed.config import SEVEN_DAYS_MS, Settings
+from changefeed.kafka.admin import admin_client
+from changefeed.topics import TopicSpec, describe_topics, ensure_topics, project_topics
+
+
+def test_every_project_topic_keeps_seven_days(settings: Settings) -> None:
+    names = [t.name for t in project_topics(settings)]
+    described = describe_topics(settings, names)
+    assert set(described) == set(names)
+    for name, info in described.items():
+        assert info["configs"]["retention.ms"] == str(SEVEN_DAYS_MS), name
+
+
+def test_ensure_is_idempotent(settings: Settings) -> None:
+    again = ensure_topics(settings)
+    assert [r.describe().split(": ", 1)[1] for r in again] == ["ok"] * len(again)
+
+
+def test_retention_drift_is_corrected(settings: Settings) -> None:
+    changes = settings.topic("changes")
+    with admin_client(settings.bootstrap) as admin:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, changes, configs={"retention.ms": "1000"})]
+        )
+    reports = {r.name: r for r in ensure_topics(settings)}
+    assert reports[changes].corrected == {"retention.ms": ("1000", str(SEVEN_DAYS_MS))}
+    assert describe_topics(settings, [changes])[changes]["configs"]["retention.ms"] == str(
+        SEVEN_DAYS_MS
+    )
+
+
+def test_partition_drift_is_reported_not_changed(kafka_bootstrap: str, unique: str) -> None:
+    s = Settings(bootstrap=kafka_bootstrap, topic_prefix=f"d{unique}.", partitions=2)
+    with admin_client(kafka_bootstrap) as admin:
+        admin.create_topics([NewTopic(s.topic("actions"), 3, 1)])
+    spec = TopicSpec(s.topic("actions"), 2)
+    (report,) = ensure_topics(s, [spec])
+    assert report.drift and "declared 2, topic has 3" in report.drift[0]
+    assert describe_topics(s, [spec.name])[spec.name]["partitions"] == 3
