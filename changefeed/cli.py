@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
     loadgen.set_defaults(handler=_loadgen)
 
+    replay = sub.add_parser(
+        "replay", help="copy a window of a topic's history to another topic or to stdout"
+    )
+    replay.add_argument("--since", required=True, help="RFC 3339 time, or -2h / -30m / -1d")
+    replay.add_argument("--until", help="RFC 3339 time or -1h (default: the tip at start)")
+    replay.add_argument("--source", default="changes", help="project topic to read (unprefixed)")
+    replay.add_argument("--to-topic", help="write records unchanged to this (existing) topic")
+    replay.add_argument("--tenant", help="only this tenant's records")
+    replay.add_argument("--event-type", help="only this event type; globs like 'expense_*:*'")
+    replay.set_defaults(handler=_replay)
+
     demo = sub.add_parser(
         "demo", help="start broker, topics, worker and APIs, send demo traffic, print where to look"
     )
@@ -177,6 +188,26 @@ def _loadgen(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
     )
     return run_loadgen(settings, profile, target=args.target)
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from changefeed.replay import ReplayWindow, parse_time, replay
+
+    window = ReplayWindow(
+        since=parse_time(args.since),
+        until=parse_time(args.until) if args.until else None,
+        tenant=args.tenant,
+        event_type=args.event_type,
+    )
+    report = replay(
+        settings,
+        window,
+        source=settings.topic(args.source),
+        target_topic=args.to_topic,
+        out=None if args.to_topic else sys.stdout,
+    )
+    print(report.describe(), file=sys.stderr)
+    return 0
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
