@@ -7,7 +7,10 @@ from :attr:`Settings.retention_ms`, so "7 days" is set in exactly one place.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +69,9 @@ class Settings:
     redact_paths: tuple[str, ...] = ("/api_key", "/password", "/secret", "/token", "/card_number")
     source: str = "/changefeed/demo"
     broker: BrokerSettings = field(default_factory=BrokerSettings)
+    # The deployment secret: keys for masking sensitive values and signing cursors derive
+    # from it (see derived_key). Every worker of a deployment must share it.
+    secret: bytes = field(default=b"changefeed-development-secret-only", repr=False)
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -74,6 +80,11 @@ class Settings:
             raise ConfigError(f"retention_ms must be at least one minute, got {self.retention_ms}")
         if not self.bootstrap:
             raise ConfigError("bootstrap servers must not be empty")
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (``"redact"``, ``"cursor"``), derived from the secret,
+        so a key leaked from one use says nothing about another."""
+        return hmac.new(self.secret, purpose.encode(), hashlib.sha256).digest()
 
     def topic(self, name: str) -> str:
         """The full name of project topic ``name`` (``actions``, ``changes``, ...)."""
@@ -108,7 +119,28 @@ class Settings:
             if redact
             else Settings.redact_paths,
             broker=broker,
+            secret=_secret(env, home),
         )
+
+
+def _secret(env: Mapping[str, str], home: Path) -> bytes:
+    """``CHANGEFEED_SECRET``, else a random secret kept in ``$CHANGEFEED_HOME/secret.key``.
+
+    The file is created once (mode 0600), so masks and cursors stay valid across restarts
+    of a single-machine deployment; several machines must share ``CHANGEFEED_SECRET``.
+    """
+    given = env.get("CHANGEFEED_SECRET")
+    if given:
+        if len(given) < 16:
+            raise ConfigError("CHANGEFEED_SECRET must be at least 16 characters")
+        return given.encode()
+    path = home / "secret.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -49,3 +49,20 @@ def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().partitions = 9  # type: ignore[misc]
+
+
+def test_secret_from_env_or_created_once_in_home(tmp_path: Path) -> None:
+    assert Settings.from_env({"CHANGEFEED_SECRET": "s" * 16}).secret == b"s" * 16
+    with pytest.raises(ConfigError, match="at least 16"):
+        Settings.from_env({"CHANGEFEED_SECRET": "short"})
+    first = Settings.from_env({"CHANGEFEED_HOME": str(tmp_path)})
+    second = Settings.from_env({"CHANGEFEED_HOME": str(tmp_path)})
+    assert first.secret == second.secret and len(first.secret) == 64
+    assert (tmp_path / "secret.key").stat().st_mode & 0o077 == 0  # owner-only
+
+
+def test_derived_keys_differ_by_purpose_and_hide_the_secret() -> None:
+    s = Settings(secret=b"x" * 32)
+    assert s.derived_key("redact") != s.derived_key("cursor")
+    assert len(s.derived_key("redact")) == 32
+    assert "x" * 32 not in repr(s)

@@ -1,0 +1,37 @@
+"""The identity of a change, derived from the identity of the action that caused it.
+
+An action can be delivered more than once (producer retries, consumer restarts), and every
+delivery yields the same change. Its ``change_id`` is therefore not random but a UUIDv5
+(RFC 9562, SHA-1 name-based) of the action's ``event_id`` under a fixed namespace: any
+consumer, in any language, can recompute it and drop duplicates without asking us.
+
+The namespace is :data:`CHANGE_ID_NAMESPACE`,
+``0148a28e-b2ed-5f9d-b8fb-cc70e193f6af``, itself ``uuid5(NAMESPACE_URL,
+"urn:changefeed:change-id")``. It is written out as a literal because it must never change:
+a new namespace would give every past change a new id and defeat deduplication across the
+switch.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from processors.errors import ProcessingError
+
+CHANGE_ID_NAMESPACE = uuid.UUID("0148a28e-b2ed-5f9d-b8fb-cc70e193f6af")
+
+
+def change_id(event_id: str) -> str:
+    """The canonical text (lower-case, hyphenated) of the UUIDv5 of ``event_id``.
+
+    Raises :class:`ProcessingError` for an empty ``event_id`` (every action without an id
+    would otherwise share one change id, and all but the first would be dropped as
+    duplicates) and for one that is not valid Unicode text (a lone surrogate has no UTF-8
+    form, so no other consumer could recompute the id).
+    """
+    if not event_id:
+        raise ProcessingError("cannot derive a change id from an empty event_id")
+    try:
+        return str(uuid.uuid5(CHANGE_ID_NAMESPACE, event_id))
+    except UnicodeEncodeError as exc:
+        raise ProcessingError(f"event_id {event_id!r} is not valid Unicode text") from exc
