@@ -1,0 +1,1 @@
+"""The demo business API (projects, expense reports, expenses) whose writes publish actions."""
