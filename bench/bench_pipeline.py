@@ -1,0 +1,542 @@
+"""The processors end to end: throughput, latency and memory of a real worker.
+
+Measured in one run, against one broker, each phase on fresh topics:
+
+  throughput  ``actions`` is filled with N actions of the load generator (5 % duplicates,
+              5 % late), then drained twice: (a) a raw aiokafka consume + produce
+              pass-through (no decoding, no transactions: the ceiling), and (b) a
+              ``changefeed worker`` (exactly-once). Prints actions/s of both and (b)/(a).
+  latency     while a worker runs, actions are published at half of (b)'s rate; the time
+              from publishing an action to its change being readable with ``read_committed``
+              is recorded (p50, p99, max).
+  memory      the worker's changelogs are filled with S subjects and I dedupe ids (twice I
+              entries in ``seen_events``: the id and its expiry entry), a worker restores
+              them and then processes actions for random subjects; its RSS is sampled.
+
+Targets: >= 10,000 actions/s and >= 50 % of the pass-through; p99 <= 250 ms; RSS <= 400 MB
+with 1M subjects and 5M ids.
+
+    python bench/bench_pipeline.py --bootstrap 127.0.0.1:9092
+    python bench/bench_pipeline.py --phases throughput,latency --actions 200000
+    python bench/bench_pipeline.py --phases memory --subjects 1000000 --ids 5000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiokafka
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from changefeed.broker import LocalBroker
+from changefeed.config import BrokerSettings, Settings
+from changefeed.topics import TopicSpec, changelog_topic, ensure_topics
+from processors import models
+from producers.loadgen import LoadProfile, generate_actions
+from schemas.codec import default_codec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    bootstrap, started = _broker(args.bootstrap)
+    phases = set(args.phases.split(","))
+    results: dict[str, Any] = {"partitions": args.partitions, "cpus": os.cpu_count()}
+    try:
+        rate = args.latency_rate
+        if "throughput" in phases:
+            results["throughput"] = throughput(bootstrap, args)
+            rate = rate or results["throughput"]["pipeline_actions_per_s"] / 2
+        if "latency" in phases:
+            results["latency"] = latency(bootstrap, args, rate or 2000.0)
+        if "memory" in phases:
+            results["memory"] = memory(bootstrap, args)
+    finally:
+        if started is not None:
+            started.stop()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--bootstrap", help="an existing broker; default: the project broker")
+    parser.add_argument("--phases", default="throughput,latency,memory")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--actions", type=int, default=200_000, help="throughput: N")
+    parser.add_argument("--workers", type=int, default=1, help="throughput: worker processes")
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--latency-rate", type=float, help="default: half the measured rate")
+    parser.add_argument("--subjects", type=int, default=1_000_000, help="memory: S")
+    parser.add_argument("--ids", type=int, default=5_000_000, help="memory: I")
+    parser.add_argument("--memory-load-seconds", type=float, default=30.0)
+    return parser
+
+
+def _broker(bootstrap: str | None) -> tuple[str, LocalBroker | None]:
+    if bootstrap:
+        return bootstrap, None
+    broker = LocalBroker(BrokerSettings())
+    already = broker.status().reachable
+    status = broker.start()
+    return status.bootstrap, None if already else broker
+
+
+def _settings(bootstrap: str, args: argparse.Namespace, data_dir: Path) -> Settings:
+    unique = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap=bootstrap,
+        topic_prefix=f"bench{unique}.",
+        app_id=f"bench-{unique}",
+        partitions=args.partitions,
+        data_dir=data_dir,
+    )
+    ensure_topics(settings)
+    ensure_topics(settings, [TopicSpec(settings.topic("passthrough"), args.partitions)])
+    return settings
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- throughput --------------------------------------------------------------------------
+
+
+def throughput(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(bootstrap, args, Path(tmp) / "worker")
+        count = fill_actions(settings, args.actions)
+        _log(f"passthrough over {count} actions")
+        passthrough_s = asyncio.run(passthrough(settings, count))
+        _log(f"passthrough: {count / passthrough_s:,.0f}/s; starting the worker")
+        workers = [Worker(settings, Path(tmp), n) for n in range(args.workers)]
+        try:
+            for worker in workers:
+                worker.wait_ready()
+            began, done_before = time.monotonic(), committed(settings)
+            done_at, rss = wait_committed(settings, count, workers)
+            metrics = [worker.metrics() for worker in workers]
+        finally:
+            for worker in workers:
+                worker.stop()
+        pipeline_s = done_at - began
+        measured = count - done_before
+        rate = measured / pipeline_s
+        _log(f"pipeline: {rate:,.0f}/s over {measured} actions")
+        return {
+            "actions": count,
+            "workers": args.workers,
+            "passthrough_actions_per_s": round(count / passthrough_s),
+            "pipeline_actions_per_s": round(rate),
+            "ratio": round(rate / (count / passthrough_s), 3),
+            "worker_peak_rss_mb": rss,
+            "worker_cpu_s": [w.cpu_seconds_at_stop for w in workers],
+            "worker_metrics": metrics,
+            "measured_actions": measured,
+            "wall_s": round(pipeline_s, 1),
+        }
+
+
+def fill_actions(settings: Settings, count: int) -> int:
+    codec = default_codec()
+    profile = LoadProfile(rate=1000.0, duration_s=count / 1000.0, tenants=3, seed=7)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks=1, linger_ms=20, batch_size=256 * 1024
+    )
+    began = time.monotonic()
+    sent = 0
+    for action in generate_actions(profile, count=count):
+        key = f"{action['tenant_id']}/{action['subject_type']}/{action['subject_id']}".encode()
+        producer.send(settings.topic("actions"), key=key, value=codec.encode(action_name(), action))
+        sent += 1
+    producer.flush()
+    producer.close()
+    _log(f"filled {sent} actions in {time.monotonic() - began:.1f}s")
+    return sent
+
+
+def action_name() -> str:
+    return "changefeed.ApiAction"
+
+
+async def passthrough(settings: Settings, count: int) -> float:
+    """Seconds for a plain consume + produce of ``count`` records, from the first fetch."""
+    consumer = aiokafka.AIOKafkaConsumer(
+        settings.topic("actions"),
+        bootstrap_servers=settings.bootstrap,
+        group_id=f"{settings.app_id}-passthrough",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2000,
+    )
+    producer = aiokafka.AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, linger_ms=5, max_batch_size=512 * 1024
+    )
+    await consumer.start()
+    await producer.start()
+    sink = settings.topic("passthrough")
+    try:
+        seen = 0
+        began = None
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=1000)
+            if began is None and batches:
+                began = time.monotonic()
+            for tp, records in batches.items():
+                for record in records:
+                    await producer.send(sink, record.value, key=record.key, partition=tp.partition)
+                seen += len(records)
+        await producer.flush()
+        await consumer.commit()
+        assert began is not None
+        return time.monotonic() - began
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def committed(settings: Settings) -> int:
+    """How many ``actions`` records the worker group has committed, over all partitions."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    try:
+        offsets = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
+    finally:
+        admin.close()
+    return sum(
+        meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == settings.topic("actions") and meta.offset > 0
+    )
+
+
+def wait_committed(settings: Settings, count: int, workers: list[Worker]) -> tuple[float, float]:
+    """When the workers' committed offsets cover ``count`` actions; peak RSS (MB) of one."""
+    peak = 0.0
+    while True:
+        peak = max([peak, *(worker.rss_mb() for worker in workers)])
+        if committed(settings) >= count:
+            return time.monotonic(), round(peak, 1)
+        for worker in workers:
+            worker.check_alive()
+        time.sleep(0.1)
+
+
+# -- latency -----------------------------------------------------------------------------
+
+
+def latency(bootstrap: str, args: argparse.Namespace, rate: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(bootstrap, args, Path(tmp) / "worker")
+        worker = Worker(settings, Path(tmp))
+        try:
+            worker.wait_ready()
+            _log(f"latency at {rate:,.0f} actions/s for {args.latency_seconds:.0f}s")
+            samples = measure_latency(settings, rate, args.latency_seconds)
+        finally:
+            worker.stop()
+    samples.sort()
+    quantiles = statistics.quantiles(samples, n=100)
+    return {
+        "rate_actions_per_s": round(rate),
+        "changes_measured": len(samples),
+        "p50_ms": round(quantiles[49], 1),
+        "p99_ms": round(quantiles[98], 1),
+        "max_ms": round(samples[-1], 1),
+    }
+
+
+def measure_latency(settings: Settings, rate: float, seconds: float) -> list[float]:
+    codec = default_codec()
+    total = int(rate * seconds)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=5,
+    )
+    partitions = [
+        TopicPartition(settings.topic("changes"), p)
+        for p in sorted(consumer.partitions_for_topic(settings.topic("changes")) or ())
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_end(*partitions)
+    for partition in partitions:
+        consumer.position(partition)
+
+    def publish() -> None:
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks=1, linger_ms=1)
+        began = time.monotonic()
+        for n in range(total):
+            due = began + n / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            subject = str(n % 5000)
+            record = {
+                "event_id": f"lat-{n}",
+                "request_id": f"r-{n}",
+                "tenant_id": "acme",
+                "action": "update",
+                "event_type": "project:updated",
+                "subject_type": "project",
+                "subject_id": subject,
+                "version": n,
+                "occurred_at": time.time_ns() // 1000,
+                "actor": {"user_id": "u"},
+                "payload": json.dumps({"n": n, "name": "Northwind", "budget": n * 3}),
+            }
+            value = codec.encode("changefeed.ApiAction", record)
+            producer.send(
+                settings.topic("actions"), key=f"acme/project/{subject}".encode(), value=value
+            )
+        producer.flush()
+        producer.close()
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    samples: list[float] = []
+    deadline = time.monotonic() + seconds + 60
+    while len(samples) < total and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=100).values():
+            now_us = time.time_ns() // 1000
+            for record in records:
+                change = codec.decode(record.value, "changefeed.ChangeEvent")
+                changed_at = change["subject_changed_at"]
+                sent_us = int(changed_at.timestamp() * 1_000_000)
+                samples.append((now_us - sent_us) / 1000)
+    consumer.close()
+    publisher.join(5)
+    if len(samples) < total:
+        _log(f"only {len(samples)} of {total} changes arrived within the deadline")
+    return samples
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+def memory(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(bootstrap, args, Path(tmp) / "worker")
+        fill_changelogs(settings, args.subjects, args.ids)
+        worker = Worker(settings, Path(tmp))
+        try:
+            began = time.monotonic()
+            peak = 0.0
+            while not worker.ready():
+                peak = max(peak, worker.rss_mb())
+                worker.check_alive()
+                time.sleep(0.5)
+            restored_s = time.monotonic() - began
+            after_restore = worker.rss_mb()
+            _log(f"restored in {restored_s:.0f}s, RSS {after_restore:.0f} MB; loading")
+            loaded_peak = load_random_subjects(settings, args, worker)
+        finally:
+            worker.stop()
+    return {
+        "subjects": args.subjects,
+        "dedupe_ids": args.ids,
+        "restore_s": round(restored_s, 1),
+        "rss_after_restore_mb": round(after_restore, 1),
+        "rss_peak_during_restore_mb": round(peak, 1),
+        "rss_peak_under_load_mb": round(loaded_peak, 1),
+    }
+
+
+def fill_changelogs(settings: Settings, subjects: int, ids: int) -> None:
+    """Write what a worker would have written for ``subjects`` and ``ids`` into the changelogs.
+
+    Subject states go to the partition of their key (where their actions land); ids are
+    spread by key. Values are as :mod:`processors.models` encodes them.
+    """
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks=1, linger_ms=50, batch_size=512 * 1024
+    )
+    began = time.monotonic()
+    state_topic = changelog_topic(settings, models.SUBJECT_STATE)
+    seen_topic = changelog_topic(settings, models.SEEN_EVENTS)
+    now_ms = int(time.time() * 1000)
+    for n in range(subjects):
+        payload = json.dumps(
+            {
+                "id": str(n),
+                "name": f"Project {n}",
+                "client": "Tailspin",
+                "status": "active",
+                "budget_cents": n * 100,
+                "currency": "EUR",
+                "updated_at": "2026-11-23T00:00:00Z",
+            }
+        )
+        state = models.SubjectState(payload, False, 3, 1_700_000_000_000_000, 3, f"e{n}", None)
+        producer.send(state_topic, key=f"acme/project/{n}".encode(), value=state.encode())
+    _log(f"{subjects} subject states written in {time.monotonic() - began:.0f}s")
+    for n in range(ids):
+        event_id = str(uuid.UUID(int=random.getrandbits(128)))
+        seen_ms = now_ms - (ids - n)  # oldest first, all inside the window
+        key = models.seen_key(event_id)
+        partition = n % settings.partitions
+        producer.send(
+            seen_topic, key=key, value=models.SeenEvent(seen_ms, None).encode(), partition=partition
+        )
+        producer.send(
+            seen_topic,
+            key=models.expiry_key(seen_ms, event_id),
+            value=models.encode_expiry([]),
+            partition=partition,
+        )
+    producer.flush()
+    producer.close()
+    _log(f"{ids} ids written in {time.monotonic() - began:.0f}s")
+
+
+def load_random_subjects(settings: Settings, args: argparse.Namespace, worker: Worker) -> float:
+    codec = default_codec()
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks=1, linger_ms=20)
+    rate = 3000.0
+    total = int(rate * args.memory_load_seconds)
+    peak = 0.0
+    began = time.monotonic()
+    for n in range(total):
+        subject = str(random.randrange(args.subjects))
+        record = {
+            "event_id": f"mem-{n}",
+            "request_id": f"r-{n}",
+            "tenant_id": "acme",
+            "action": "update",
+            "event_type": "project:updated",
+            "subject_type": "project",
+            "subject_id": subject,
+            "version": 4 + n,
+            "occurred_at": time.time_ns() // 1000,
+            "actor": {"user_id": "u"},
+            "payload": json.dumps({"id": subject, "name": f"Project {subject}", "n": n}),
+        }
+        producer.send(
+            settings.topic("actions"),
+            key=f"acme/project/{subject}".encode(),
+            value=codec.encode("changefeed.ApiAction", record),
+        )
+        if n % 1000 == 0:
+            peak = max(peak, worker.rss_mb())
+            delay = began + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    producer.flush()
+    producer.close()
+    done, loaded = wait_committed(settings, total, [worker])
+    return max(peak, loaded)
+
+
+# -- the worker process ------------------------------------------------------------------
+
+
+class Worker:
+    """``changefeed worker`` in a subprocess, log in ``log_dir/worker.log``."""
+
+    def __init__(self, settings: Settings, log_dir: Path, number: int = 0) -> None:
+        self.port = _free_port()
+        env = {
+            **os.environ,
+            "CHANGEFEED_BOOTSTRAP": settings.bootstrap,
+            "CHANGEFEED_TOPIC_PREFIX": settings.topic_prefix,
+            "CHANGEFEED_APP_ID": settings.app_id,
+            "CHANGEFEED_PARTITIONS": str(settings.partitions),
+            "CHANGEFEED_DATA_DIR": str(settings.data_dir / str(number)),
+            "CHANGEFEED_WORKER_PORT": str(self.port),
+        }
+        self.log_path = log_dir / f"worker-{number}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "changefeed.cli", "worker", "--loglevel", "warn"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        self.cpu_seconds_at_stop = 0.0
+
+    def ready(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.port}/healthz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(json.loads(response.read()).get("ready"))
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def metrics(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+
+    def wait_ready(self, timeout_s: float = 600.0) -> float:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready; see {self.log_path}")
+            time.sleep(0.05)
+        return time.monotonic()
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"worker exited; {self.log_path} ends with:\n{tail}")
+
+    def rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def cpu_seconds(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return 0.0
+
+    def stop(self) -> None:
+        self.cpu_seconds_at_stop = round(self.cpu_seconds(), 1)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+if __name__ == "__main__":
+    sys.exit(main())

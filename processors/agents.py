@@ -1,0 +1,133 @@
+"""The ``process_actions`` agent: every ``actions`` record becomes one outcome, exactly once.
+
+One agent instance (``concurrency=1``) handles the records of all assigned partitions, each
+partition in offset order. For one record it holds the exactly-once gate (so no commit can
+fall in the middle), runs :class:`~processors.pipeline.ActionPipeline`, writes the outcome's
+table entries, queues the change (to ``changes``, same partition as the action, key = the
+subject) or the dead letter (to ``actions.dlq``) in the outbox of the record's partition, and
+marks the record processed. :mod:`processors.exactly_once` commits all of it together.
+
+Every so often (:data:`PURGE_INTERVAL_S`) and a bounded number at a time
+(:data:`PURGE_BATCH`), the agent also forgets the ids and index entries of its partition
+that aged out of the retention window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from changefeed.config import Settings
+from processors.dead_letters import RawRecord
+from processors.exactly_once import TransactionalOutbox, exactly_once_state
+from processors.health import counters_of
+from processors.pipeline import ActionPipeline, OutcomeKind
+from processors.tables import ChangeTables, PartitionTables
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_S = 1.0
+PURGE_BATCH = 500
+DEAD_LETTER_PARTITION = 0
+
+
+def register_agents(
+    app: faust.App, settings: Settings, pipeline: ActionPipeline, tables: ChangeTables
+) -> faust.types.AgentT:
+    """Declare the ``actions`` topic and the ``process_actions`` agent on ``app``."""
+    actions_topic = app.topic(
+        settings.topic("actions"),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=False,
+    )
+    changes_name = settings.topic("changes")
+    dlq_name = settings.topic("actions.dlq")
+    exactly_once = exactly_once_state(app)
+    outbox = exactly_once.outbox = TransactionalOutbox(app, settings.topic("actions"))
+    counters = counters_of(app)
+    views: dict[int, PartitionTables] = {}
+    last_purge: dict[int, float] = {}
+
+    def view_of(partition: int) -> PartitionTables:
+        view = views.get(partition)
+        if view is None:
+            view = views[partition] = PartitionTables(tables, outbox, partition)
+        return view
+
+    def maybe_purge(view: PartitionTables, now: float) -> None:
+        if now - last_purge.get(view.partition, 0.0) < PURGE_INTERVAL_S:
+            return
+        last_purge[view.partition] = now
+        doomed = pipeline.expired(view, int(now * 1000), PURGE_BATCH)
+        for table, key in doomed:
+            view.forget(table, key)
+        counters.purged += sum(1 for _, key in doomed if key.startswith(b"id\x00"))
+
+    def handle(event: faust.EventT) -> None:
+        message = event.message
+        partition = message.partition
+        view = view_of(partition)
+        raw = RawRecord(
+            topic=message.topic,
+            partition=partition,
+            offset=message.offset,
+            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+            key=message.key,
+            value=message.value,
+            headers=_headers(message.headers),
+        )
+        outcome = pipeline.process(raw, view)
+        view.apply(outcome.writes)
+        if outcome.publishes_change:
+            outbox.add(
+                partition, changes_name, partition, outcome.key, outcome.value, outcome.headers
+            )
+        elif outcome.kind is OutcomeKind.DEAD_LETTER:
+            outbox.add(partition, dlq_name, DEAD_LETTER_PARTITION, outcome.key, outcome.value)
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s", raw.topic, partition, raw.offset, outcome.reason
+            )
+        exactly_once.mark_processed(message.tp, message.offset)
+        counters.count(outcome.kind)
+        maybe_purge(view, time.time())
+
+    @app.agent(actions_topic, name="process_actions", concurrency=1)
+    async def process_actions(stream: faust.StreamT[Any]) -> None:
+        async for event in stream.events():
+            try:
+                async with exactly_once.gate:
+                    handle(event)
+                    if outbox.pending_bytes >= outbox.flush_bytes:
+                        await outbox.flush()
+            except Exception as exc:
+                # Not a bad record (those become dead letters) but the store or the
+                # transaction failing: stop, so that nothing half-done gets committed.
+                log.exception("processing failed; stopping the worker")
+                await app.crash(exc)
+                raise
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        views.clear()
+        exactly_once.forget(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def reopen_assigned(sender: faust.App, assigned: set[TP], **kwargs: Any) -> None:
+        views.clear()
+
+    return process_actions
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    if isinstance(headers, Mapping):
+        return [(str(k), bytes(v or b"")) for k, v in headers.items()]
+    return [(str(k), bytes(v or b"")) for k, v in headers]

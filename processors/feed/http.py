@@ -1,0 +1,188 @@
+"""The events API over HTTP (aiohttp): routes, authentication and error answers.
+
+Routes live in a sub-application mounted at ``/v1`` (inside a worker, on Faust's own web
+server), so its middlewares apply to the events API only:
+
+* ``errors`` turns every failure into ``{"error": {"code", "message"}}``: an
+  :class:`~processors.feed.errors.ApiError` with its status, aiohttp's own 404/405 as they
+  are, anything else as a 500 that says nothing of the exception (it is logged).
+* ``authenticate`` requires ``Authorization: Bearer <key>`` (or ``X-Api-Key: <key>``) and
+  puts the key's :class:`~processors.feed.scope.Scope` on the request. Nothing else a
+  request carries can change the scope.
+
+``GET /openapi.json`` (:data:`processors.openapi.OPENAPI`) needs no key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from processors.access.keyring import KeyRing
+from processors.access.keys import ApiKeyRecord
+from processors.feed.errors import ApiError, FeedIndexError, Unauthorized
+from processors.feed.filters import MAX_LIMIT, Params, check_text, parse_list_params
+from processors.feed.scope import Scope
+from processors.feed.service import FeedService, subject_key
+from processors.openapi import OPENAPI
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FEED = web.AppKey("feed", FeedService)
+KEYS = web.AppKey("keys", KeyRing)
+_KEY_RECORD = web.RequestKey("api_key", ApiKeyRecord)
+_NO_STORE = {"Cache-Control": "no-store"}
+_OPENAPI_TEXT = json.dumps(OPENAPI, separators=(",", ":"))
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    headers = dict(_NO_STORE)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="changefeed"'
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except FeedIndexError:
+        log.exception("the feed index failed on %s %s", request.method, request.path)
+        return error_response(503, "unavailable", "the feed index is unavailable; retry later")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
+        message = exc.reason if exc.status != 404 else f"no such endpoint: {request.path}"
+        response = error_response(exc.status, code, message)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:  # noqa: BLE001 - no stack trace ever reaches a client
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; it has been logged")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    key = _presented_key(request)
+    if key is None:
+        raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
+    request[_KEY_RECORD] = await request.app[KEYS].authenticate(key)
+    return await handler(request)
+
+
+def _presented_key(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("the Authorization header must be: Bearer <key>")
+        return value.strip()
+    key = request.headers.get("X-Api-Key")
+    return key.strip() if key else None
+
+
+def scope_of(request: web.Request) -> Scope:
+    record: ApiKeyRecord = request[_KEY_RECORD]
+    return record.scope
+
+
+def _json(text: str) -> web.Response:
+    return web.Response(text=text, content_type="application/json", headers=_NO_STORE)
+
+
+def _path(request: web.Request, name: str) -> str:
+    return check_text(name, request.match_info[name])
+
+
+# -- handlers -----------------------------------------------------------------------------
+
+
+async def list_events(request: web.Request) -> web.Response:
+    params = parse_list_params(request.query)
+    return _json(await request.app[FEED].list_events(scope_of(request), params))
+
+
+async def poll_events(request: web.Request) -> web.Response:
+    params = parse_list_params(request.query, poll=True)
+    return _json(await request.app[FEED].poll(scope_of(request), params))
+
+
+async def get_event(request: web.Request) -> web.Response:
+    Params(request.query, ())
+    change_id = _path(request, "change_id")
+    return _json(await request.app[FEED].get_event(scope_of(request), change_id))
+
+
+async def request_events(request: web.Request) -> web.Response:
+    Params(request.query, ())
+    request_id = _path(request, "request_id")
+    return _json(await request.app[FEED].request_events(scope_of(request), request_id))
+
+
+async def subject(request: web.Request) -> web.StreamResponse:
+    Params(request.query, ())
+    subject_type = _path(request, "subject_type")
+    subject_id = _path(request, "subject_id")
+    scope = scope_of(request)
+    feed = request.app[FEED]
+    if scope.is_admin and feed.subjects is not None:
+        key = subject_key(scope, subject_type, subject_id)
+        forwarded = await feed.subjects.forward(request, key)
+        if forwarded is not None:
+            return forwarded
+    return _json(await feed.subject(scope, subject_type, subject_id))
+
+
+async def subject_history(request: web.Request) -> web.Response:
+    params = Params(request.query, ("limit", "after_sequence"))
+    subject_type = _path(request, "subject_type")
+    subject_id = _path(request, "subject_id")
+    limit = params.integer("limit", 100, 1, MAX_LIMIT)
+    after = params.integer("after_sequence", -1, 0, 2**62)
+    feed = request.app[FEED]
+    return _json(
+        await feed.subject_history(scope_of(request), subject_type, subject_id, after, limit)
+    )
+
+
+async def latest_per_subject(request: web.Request) -> web.Response:
+    params = Params(request.query, ("subject_type", "page", "limit"))
+    subject_type = params.text("subject_type")
+    page = params.integer("page", 1, 1, 1_000_000)
+    limit = params.integer("limit", 100, 1, MAX_LIMIT)
+    feed = request.app[FEED]
+    return _json(await feed.latest_per_subject(scope_of(request), subject_type, page, limit))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(text=_OPENAPI_TEXT, content_type="application/json")
+
+
+def build_events_app(feed: FeedService, keys: KeyRing) -> web.Application:
+    """The ``/v1`` sub-application; mount it with ``root.add_subapp("/v1", app)``."""
+    app = web.Application(middlewares=[errors, authenticate])
+    app[FEED] = feed
+    app[KEYS] = keys
+    app.router.add_get("/events", list_events)
+    app.router.add_get("/events/poll", poll_events)
+    app.router.add_get("/events/{change_id}", get_event)
+    app.router.add_get("/requests/{request_id}/events", request_events)
+    app.router.add_get("/subjects/latest", latest_per_subject)
+    app.router.add_get("/subjects/{subject_type}/{subject_id}", subject)
+    app.router.add_get("/subjects/{subject_type}/{subject_id}/history", subject_history)
+    return app
+
+
+def mount(root: web.Application, events_app: web.Application) -> None:
+    """Serve the events API under ``/v1`` and its OpenAPI document on ``root``."""
+    root.add_subapp("/v1", events_app)
+    root.router.add_get("/openapi.json", openapi)

@@ -1,0 +1,545 @@
+"""The per-action logic of the processors, without Kafka: one record in, one outcome out.
+
+:meth:`ActionPipeline.process` takes a raw ``actions`` record and read access to the state
+of the record's partition, and returns an :class:`Outcome`: what to publish (a change event
+or a dead letter) and which table entries to write. It never writes itself, so an error half
+way leaves nothing behind: the caller applies :attr:`Outcome.writes` only once the whole
+outcome exists, inside the transaction that also carries the published record.
+
+Steps: decode and validate -> dedupe on event_id -> order guard -> redact -> diff ->
+``ChangeEvent``. The choices, each of which users can rely on:
+
+* **Bad input** (undecodable bytes, an unknown writer schema, a missing or invalid field, a
+  payload that is not the JSON it claims to be) becomes a dead letter with its reason. Its
+  event_id is not remembered, so a corrected re-send is processed.
+* **Duplicates**: an event_id seen within the retention window yields nothing.
+* **Order**: an action's position is its ``version`` when it and the current state both
+  have one, else its ``occurred_at`` (see :func:`processors.models.is_older`). An action
+  older than the current state is **late**: it never changes the current state; it is
+  emitted with ``late = true``, diffed against its true predecessor (the newest recorded
+  change older than it, found in the subject's history; none if that is older than the
+  retention window), and recorded in the history and indexes like any other change.
+* **No-op**: an update (or a create of a subject that exists) whose redacted payload equals
+  the state it follows emits nothing; a delete of a subject already deleted emits nothing.
+  An in-order no-op still advances the subject's position, so older actions count as late.
+* **Create** diffs against nothing (``previous_payload`` null). **Delete** emits
+  ``current_payload`` null and marks the subject deleted; an update after it starts from
+  nothing again. **Custom** actions carry event data, not state: they are emitted with
+  ``previous_payload`` null, ``current_payload`` the data, no changes, and do not touch
+  the subject's state or position (they do take a ``subject_sequence``).
+* **Secrets**: the configured paths are masked (keyed digest, see :mod:`processors.redact`)
+  before diffing and before anything is stored, so a change to a secret shows as a
+  ``replace`` of one mask by another; an actor's API key that is not already a fingerprint
+  is replaced by one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from processors import models
+from processors.dead_letters import (
+    DEAD_LETTER_SCHEMA,
+    INVALID_FIELD,
+    PROCESSING_ERROR,
+    RawRecord,
+    dead_letter,
+)
+from processors.diff import diff_payloads, to_avro_changes
+from processors.errors import ProcessingError
+from processors.identity import change_id as derive_change_id
+from processors.models import HistoryEntry, SeenEvent, SubjectState
+from processors.redact import Redactor
+from schemas.cloudevents import cloudevent_headers
+from schemas.errors import DecodeError, EncodeError, SchemaError
+
+log = logging.getLogger(__name__)
+
+API_ACTION_SCHEMA = "changefeed.ApiAction"
+CHANGE_EVENT_SCHEMA = "changefeed.ChangeEvent"
+CHANGE_CONTENT_TYPE = "application/avro"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_FINGERPRINT = re.compile(r"^[a-z0-9-]{2,32}:[0-9a-f]{8,128}$")
+_REQUIRED_TEXT = ("event_id", "request_id", "tenant_id", "event_type", "subject_type", "subject_id")
+_JSON_TEXT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_STATE_ACTIONS = ("create", "update", "delete")
+MAX_RECORD_BYTES = 900_000
+"""Largest change event or dead letter published; below the broker's 1 MiB message limit."""
+
+
+class InvalidAction(ProcessingError):
+    """A decoded action breaks a rule the schema cannot express (empty id, bad payload...)."""
+
+    reason_code = INVALID_FIELD
+
+
+class Codec(Protocol):
+    """What the pipeline needs of :class:`schemas.codec.Codec`."""
+
+    def encode(self, name: str, record: dict[str, Any]) -> bytes: ...
+
+    def decode(self, data: bytes, name: str) -> dict[str, Any]: ...
+
+
+class StateReader(Protocol):
+    """Read access to the tables of one partition (the partition of the record)."""
+
+    def get(self, table: str, key: bytes) -> bytes | None: ...
+
+    def scan(self, table: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Entries whose key starts with ``prefix``, in ascending key order."""
+        ...
+
+
+class OutcomeKind(StrEnum):
+    CHANGED = "changed"
+    LATE = "late"
+    DUPLICATE = "duplicate"
+    NOOP = "noop"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class Write:
+    """One table entry to set; ``value`` ``None`` deletes it."""
+
+    table: str
+    key: bytes
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one action: at most one record to publish and the writes to apply.
+
+    ``key``/``value``/``headers`` form the record for ``changes`` (kinds CHANGED and LATE)
+    or for ``actions.dlq`` (DEAD_LETTER); ``record`` is the same record as a dict.
+    """
+
+    kind: OutcomeKind
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+    writes: list[Write] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def publishes_change(self) -> bool:
+        return self.kind in (OutcomeKind.CHANGED, OutcomeKind.LATE)
+
+
+@dataclass(frozen=True)
+class _Action:
+    """A decoded and validated action, with the values the pipeline derives from it."""
+
+    record: dict[str, Any]
+    event_id: str
+    request_id: str
+    action: str
+    subject: str
+    version: int | None
+    occurred_at: int
+    payload_text: str | None
+    payload: Any
+
+    @property
+    def changes_state(self) -> bool:
+        return self.action in _STATE_ACTIONS
+
+
+def _wall_clock_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class ActionPipeline:
+    """Turns ``actions`` records into outcomes; holds configuration only, no state.
+
+    ``clock`` returns wall-clock microseconds (``created_at`` of changes, when an id was first
+    seen, ``failed_at`` of dead letters); tests pass a fake one.
+    """
+
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        redactor: Redactor,
+        retention_ms: int,
+        source: str,
+        clock: Callable[[], int] = _wall_clock_micros,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ) -> None:
+        self.codec = codec
+        self.redactor = redactor
+        self.retention_ms = retention_ms
+        self.source = source
+        self.clock = clock
+        self.max_record_bytes = max_record_bytes
+
+    def process(self, raw: RawRecord, state: StateReader) -> Outcome:
+        """The outcome of ``raw``; never raises for anything wrong with the record itself."""
+        now_us = self.clock()
+        try:
+            action = self._decode(raw)
+            return self._derive(action, state, now_us)
+        except (SchemaError, ProcessingError) as exc:
+            code = getattr(exc, "reason_code", PROCESSING_ERROR)
+            return self._dead_letter(raw, code, exc, now_us)
+        except Exception as exc:  # noqa: BLE001 - a bug on one record must not stall the partition
+            log.exception("processing %s[%d]@%d failed", raw.topic, raw.partition, raw.offset)
+            return self._dead_letter(raw, PROCESSING_ERROR, exc, now_us)
+
+    def expired(self, state: StateReader, now_ms: int, limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` ids first seen more than the retention ago, with their index keys.
+
+        Returns (table, key) pairs to forget, oldest first: each id's ``seen_events`` entry,
+        its expiry entry, and its ``change_by_id``/``changes_by_request``/``subject_history``
+        entries. Reading stops at the first id still inside the window, so the cost is
+        proportional to what expired, not to the size of the table.
+        """
+        cutoff = now_ms - self.retention_ms
+        doomed: list[tuple[str, bytes]] = []
+        entries = state.scan(models.SEEN_EVENTS, models.EXPIRY_PREFIX)
+        for purged, (key, value) in enumerate(entries):
+            if purged >= limit or models.expiry_ms(key) >= cutoff:
+                break
+            event_id = key.split(models.SEP.encode(), 2)[2].decode()
+            doomed.append((models.SEEN_EVENTS, models.seen_key(event_id)))
+            doomed.extend(models.decode_expiry(value))
+            doomed.append((models.SEEN_EVENTS, key))
+        return doomed
+
+    # -- decode and validate -------------------------------------------------------------
+
+    def _decode(self, raw: RawRecord) -> _Action:
+        if raw.value is None:
+            raise DecodeError("the record has no value (a tombstone)")
+        record = self.codec.decode(raw.value, API_ACTION_SCHEMA)
+        for name in _REQUIRED_TEXT:
+            if not record.get(name):
+                raise InvalidAction(f"{name} must not be empty")
+        if "\x00" in record["event_id"] or "\x00" in record["request_id"]:
+            raise InvalidAction("event_id and request_id must not contain NUL")
+        subject = models.subject_key(
+            record["tenant_id"], record["subject_type"], record["subject_id"]
+        )
+        if "\x00" in subject:
+            raise InvalidAction("tenant_id, subject_type and subject_id must not contain NUL")
+        key = raw.key.decode("utf-8", "replace") if raw.key is not None else None
+        if key != subject:
+            # Per-subject order and the per-partition tables rest on every action of a subject
+            # landing on one partition, which only a key naming the subject guarantees.
+            raise InvalidAction(f"record key {key!r} is not the subject key {subject!r}")
+        version = record.get("version")
+        if version is not None and version < 0:
+            raise InvalidAction(f"version must not be negative, got {version}")
+        occurred_at = _micros(record["occurred_at"])
+        if occurred_at <= 0:
+            raise InvalidAction("occurred_at must be after the Unix epoch")
+        if not 0 <= record.get("criticality", 0) <= 5:
+            raise InvalidAction(f"criticality must be 0-5, got {record.get('criticality')}")
+        action = record["action"]
+        payload_text = record.get("payload")
+        payload: Any = None
+        if action in ("create", "update"):
+            if payload_text is None:
+                raise InvalidAction(f"a {action} must carry the subject's state as payload")
+            payload = _parse_json(payload_text, record.get("payload_content_type", ""))
+            if type(payload) is not dict:
+                raise InvalidAction(f"the payload of a {action} must be a JSON object")
+        elif action == "delete":
+            payload_text = None
+        elif payload_text is not None:
+            content_type = record.get("payload_content_type", "")
+            if _is_json(content_type):
+                payload = _parse_json(payload_text, content_type)
+            else:
+                payload = payload_text  # carried as a JSON string
+        return _Action(
+            record=record,
+            event_id=record["event_id"],
+            request_id=record["request_id"],
+            action=action,
+            subject=subject,
+            version=version,
+            occurred_at=occurred_at,
+            payload_text=payload_text,
+            payload=payload,
+        )
+
+    # -- dedupe, order guard, redact, diff -----------------------------------------------
+
+    def _derive(self, action: _Action, state: StateReader, now_us: int) -> Outcome:
+        seen = models.seen_key(action.event_id)
+        if state.get(models.SEEN_EVENTS, seen) is not None:
+            return Outcome(OutcomeKind.DUPLICATE)
+        raw_state = state.get(models.SUBJECT_STATE, action.subject.encode())
+        current = SubjectState.decode(raw_state) if raw_state is not None else None
+        payload = self.redactor.redact(action.payload) if action.payload is not None else None
+        payload_text = _payload_text(action, payload)
+
+        late = (
+            action.changes_state
+            and current is not None
+            and current.occurred_at is not None
+            and models.is_older(
+                action.version, action.occurred_at, current.version, current.occurred_at
+            )
+        )
+        if late:
+            previous_text = self._predecessor_payload(action, state)
+        elif action.changes_state and current is not None and not current.deleted:
+            previous_text = current.payload
+        else:
+            previous_text = None
+
+        if action.action == "custom":
+            operations: Any = ([], {})
+        else:
+            previous = json.loads(previous_text) if previous_text is not None else None
+            diff = diff_payloads(previous, payload)
+            if self._is_noop(action, diff.changed, previous_text, current, late):
+                return self._noop(action, current, late, now_us)
+            operations = to_avro_changes(diff)
+
+        sequence = current.sequence if current is not None else 0
+        cid = derive_change_id(action.event_id)
+        record = self._change_event(
+            action, cid, previous_text, payload_text, operations, late, sequence, now_us
+        )
+        value = self.codec.encode(CHANGE_EVENT_SCHEMA, record)
+        if len(value) > self.max_record_bytes:
+            raise ProcessingError(
+                f"the change event would be {len(value)} bytes, over {self.max_record_bytes}"
+            )
+        history = models.history_key(action.subject, sequence)
+        by_request = models.request_key(action.request_id, cid)
+        new_state = self._next_state(action, current, payload_text, late, sequence, cid)
+        writes = [
+            Write(models.SUBJECT_STATE, action.subject.encode(), new_state.encode()),
+            Write(models.CHANGE_BY_ID, cid.encode(), value),
+            Write(models.CHANGES_BY_REQUEST, by_request, action.subject.encode()),
+            Write(
+                models.SUBJECT_HISTORY,
+                history,
+                HistoryEntry(
+                    change_id=cid,
+                    event_id=action.event_id,
+                    action=action.action,
+                    version=action.version,
+                    occurred_at=action.occurred_at,
+                    late=late,
+                    sequence=sequence,
+                ).encode(),
+            ),
+            *self._remember(
+                action.event_id,
+                cid,
+                now_us,
+                [
+                    (models.CHANGE_BY_ID, cid.encode()),
+                    (models.CHANGES_BY_REQUEST, by_request),
+                    (models.SUBJECT_HISTORY, history),
+                ],
+            ),
+        ]
+        headers = cloudevent_headers(
+            id=cid,
+            type=record["event_type"],
+            source=record["source"],
+            subject=action.subject,
+            time=action.occurred_at,
+            content_type=CHANGE_CONTENT_TYPE,
+        )
+        kind = OutcomeKind.LATE if late else OutcomeKind.CHANGED
+        return Outcome(kind, action.subject.encode(), value, headers, record, writes)
+
+    @staticmethod
+    def _is_noop(
+        action: _Action,
+        changed: bool,
+        previous_text: str | None,
+        current: SubjectState | None,
+        late: bool,
+    ) -> bool:
+        if action.action == "delete":
+            return not late and current is not None and current.deleted
+        return previous_text is not None and not changed
+
+    def _noop(
+        self, action: _Action, current: SubjectState | None, late: bool, now_us: int
+    ) -> Outcome:
+        writes = self._remember(action.event_id, None, now_us, [])
+        if not late and current is not None:
+            advanced = replace(
+                current,
+                version=action.version,
+                occurred_at=action.occurred_at,
+                event_id=action.event_id,
+            )
+            writes.append(Write(models.SUBJECT_STATE, action.subject.encode(), advanced.encode()))
+        return Outcome(OutcomeKind.NOOP, writes=writes)
+
+    def _remember(
+        self, event_id: str, cid: str | None, now_us: int, index_keys: list[tuple[str, bytes]]
+    ) -> list[Write]:
+        seen_ms = now_us // 1000
+        return [
+            Write(models.SEEN_EVENTS, models.seen_key(event_id), SeenEvent(seen_ms, cid).encode()),
+            Write(
+                models.SEEN_EVENTS,
+                models.expiry_key(seen_ms, event_id),
+                models.encode_expiry(index_keys),
+            ),
+        ]
+
+    def _predecessor_payload(self, action: _Action, state: StateReader) -> str | None:
+        """The state the subject had just before ``action``'s position, from its history."""
+        best: HistoryEntry | None = None
+        for _, value in state.scan(models.SUBJECT_HISTORY, models.history_prefix(action.subject)):
+            entry = HistoryEntry.decode(value)
+            if entry.action not in _STATE_ACTIONS:
+                continue
+            if not models.is_older(
+                entry.version, entry.occurred_at, action.version, action.occurred_at
+            ):
+                continue
+            if best is None or models.is_older(
+                best.version, best.occurred_at, entry.version, entry.occurred_at
+            ):
+                best = entry
+        if best is None:
+            return None
+        change = state.get(models.CHANGE_BY_ID, best.change_id.encode())
+        if change is None:
+            return None
+        text: str | None = self.codec.decode(change, CHANGE_EVENT_SCHEMA)["current_payload"]
+        return text
+
+    @staticmethod
+    def _next_state(
+        action: _Action,
+        current: SubjectState | None,
+        payload_text: str | None,
+        late: bool,
+        sequence: int,
+        cid: str,
+    ) -> SubjectState:
+        if current is not None and (late or not action.changes_state):
+            return replace(current, sequence=sequence + 1)
+        if not action.changes_state:
+            return SubjectState(None, False, None, None, sequence + 1, None, None)
+        return SubjectState(
+            payload=payload_text,
+            deleted=action.action == "delete",
+            version=action.version,
+            occurred_at=action.occurred_at,
+            sequence=sequence + 1,
+            event_id=action.event_id,
+            change_id=cid,
+        )
+
+    def _change_event(
+        self,
+        action: _Action,
+        cid: str,
+        previous_text: str | None,
+        current_text: str | None,
+        operations: Any,
+        late: bool,
+        sequence: int,
+        now_us: int,
+    ) -> dict[str, Any]:
+        source = action.record
+        payload_changes, field_changes = operations
+        return {
+            "change_id": cid,
+            "event_id": action.event_id,
+            "request_id": action.request_id,
+            "tenant_id": source["tenant_id"],
+            "action": action.action,
+            "event_type": source["event_type"],
+            "subject_type": source["subject_type"],
+            "subject_id": source["subject_id"],
+            "subject_ref": source.get("subject_ref"),
+            "version": action.version,
+            "actor": self._actor(source.get("actor") or {}),
+            "criticality": source.get("criticality", 0),
+            "code": source.get("code", 0),
+            "internal": source.get("internal", True),
+            "payload_content_type": source.get("payload_content_type", "application/json"),
+            "previous_payload": previous_text,
+            "current_payload": current_text,
+            "payload_changes": payload_changes,
+            "field_changes": field_changes,
+            "late": late,
+            "subject_sequence": sequence,
+            "subject_changed_at": action.occurred_at,
+            "created_at": now_us,
+            "source": source.get("source") or self.source,
+        }
+
+    def _actor(self, actor: dict[str, Any]) -> dict[str, Any]:
+        fingerprint = actor.get("api_key_fingerprint")
+        if fingerprint and not _FINGERPRINT.match(fingerprint):
+            # Whatever the producer sent, a clear key never goes further than this.
+            actor = {**actor, "api_key_fingerprint": self.redactor.fingerprint_api_key(fingerprint)}
+        return actor
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def _dead_letter(self, raw: RawRecord, code: str, exc: Exception, now_us: int) -> Outcome:
+        reason = f"{type(exc).__name__}: {exc}"
+        record = dead_letter(raw, code, reason, now_us)
+        value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
+        if len(value) > self.max_record_bytes:
+            omitted = len(raw.value or b"")
+            record["value"] = None
+            record["reason"] = f"{reason} (original value of {omitted} bytes omitted: too large)"
+            value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
+        return Outcome(OutcomeKind.DEAD_LETTER, raw.key, value, [], record, reason=record["reason"])
+
+
+def _micros(moment: datetime | int) -> int:
+    if isinstance(moment, datetime):
+        return (moment - _EPOCH) // _ONE_MICROSECOND
+    return int(moment)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidAction(f"payload contains {name}, which is not JSON")
+
+
+def _parse_json(text: str, content_type: str) -> Any:
+    if not _is_json(content_type):
+        raise InvalidAction(f"payload_content_type {content_type!r} is not JSON")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidAction(f"payload is not valid JSON: {exc}") from exc
+
+
+def _payload_text(action: _Action, redacted: Any) -> str | None:
+    """The JSON text stored and emitted: the producer's text unless something was masked."""
+    if action.action == "delete" or action.payload_text is None:
+        return None
+    if redacted is action.payload and _is_json(action.record.get("payload_content_type", "")):
+        return action.payload_text
+    try:
+        return _JSON_TEXT.encode(redacted)
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(f"payload cannot be re-encoded: {exc}") from exc

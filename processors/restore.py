@@ -1,0 +1,129 @@
+"""Bulk restore of the tables from their changelogs, before the worker starts.
+
+At every start the local table files are discarded (:mod:`processors.exactly_once` says
+why) and must be rebuilt from the committed changelogs. Faust can do that itself, one event
+at a time through its stream machinery, at a few thousand records per second: minutes for a
+few million dedupe ids. This module reads the changelogs in bulk (aiokafka, ``read_committed``,
+so records of aborted transactions are skipped), writes them in RocksDB write batches into
+the very files Faust opens, and records in each file the offset it got to, the way Faust's
+store does (its "persisted offset"). Faust's recovery then reads only what was committed
+after that offset.
+
+Every partition of every changelog is restored, whether or not this worker will be assigned
+it: a worker that is not assigned a partition ignores its file, and one assigned it later
+reads from the recorded offset on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiokafka
+import faust
+import rocksdict
+
+from changefeed.config import Settings
+from processors.errors import ProcessingError
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_MS = 1000
+# The offset key faust.stores.rocksdb.Store keeps in every partition file.
+OFFSET_KEY = b"__faust\x00offset__"
+
+
+class RestoreError(ProcessingError):
+    """The changelogs could not be read to the end."""
+
+
+@dataclass
+class RestoreReport:
+    records: int = 0
+    seconds: float = 0.0
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        rate = self.records / self.seconds if self.seconds else 0.0
+        return f"restored {self.records} changelog records in {self.seconds:.1f}s ({rate:,.0f}/s)"
+
+
+def restore_tables(
+    app: faust.App, settings: Settings, *, timeout_s: float = 3600.0
+) -> RestoreReport:
+    """Fill the app's local table files from the committed changelogs; blocks until done."""
+    return asyncio.run(_restore(app, settings, timeout_s))
+
+
+async def _restore(app: faust.App, settings: Settings, timeout_s: float) -> RestoreReport:
+    began = time.monotonic()
+    stores = {table.changelog_topic.get_topic_name(): table.data for table in app.tables.values()}
+    consumer = aiokafka.AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    report = RestoreReport()
+    dbs: dict[tuple[str, int], Any] = {}
+    try:
+        partitions = [
+            aiokafka.TopicPartition(topic, partition)
+            for topic in stores
+            for partition in range(settings.partitions)
+        ]
+        if not partitions:
+            return report
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)  # last stable offsets
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise RestoreError(f"changelogs not read to the end in {timeout_s:.0f}s")
+            batches = await consumer.getmany(*pending, timeout_ms=FETCH_TIMEOUT_MS)
+            for tp, records in batches.items():
+                if not records:
+                    continue
+                db = dbs.get((tp.topic, tp.partition))
+                if db is None:
+                    db = dbs[(tp.topic, tp.partition)] = _open(stores[tp.topic], tp.partition)
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                for record in records:
+                    if record.value is None:
+                        batch.delete(record.key)
+                    else:
+                        batch.put(record.key, record.value)
+                db.write(batch)
+                report.records += len(records)
+                report.last_offsets[(tp.topic, tp.partition)] = records[-1].offset
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        for key, offset in report.last_offsets.items():
+            dbs[key].put(OFFSET_KEY, str(offset).encode())
+    finally:
+        await consumer.stop()
+        for db in dbs.values():
+            db.flush()  # no write-ahead log: what is not flushed is not on disk
+            db.close()
+    report.seconds = time.monotonic() - began
+    log.info(report.describe())
+    return report
+
+
+def _open(store: Any, partition: int) -> Any:
+    path = store.partition_path(partition)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = store.rocksdb_options.open(path)
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True
+    db.set_write_options(options)
+    return db

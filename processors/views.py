@@ -1,0 +1,126 @@
+"""The events API inside a processors worker: mounted on Faust's web server.
+
+:func:`register_events_api` (called by :func:`processors.app.create_app`) serves the API
+(:mod:`processors.feed.http`) under ``/v1`` and ``GET /openapi.json`` on the worker's web
+port, next to ``/healthz`` and ``/metrics``; the feed index, its indexer and the key ring
+start and stop with that web server.
+
+Lists, fetches and long polls are answered from this worker's own index of every ``changes``
+partition, so any worker gives the same answer. A subject's current state lives in the
+``subject_state`` table, of which each worker holds only its partitions:
+:class:`TableSubjectStates` finds the subject key's partition (Kafka's default partitioner,
+murmur2, as the producers of ``actions`` and Faust use), asks Faust's table routing
+(``app.router.table_metadata``, the partition assignor's map of which worker serves which
+changelog partition) for its owner, answers locally when that is this worker, and otherwise
+forwards the request (with the caller's key, which every worker knows) to the owner's
+canonical URL, marked so that it is never forwarded twice. The answer is therefore the same
+whichever worker the client asks. (``app.router.key_store`` would do the lookup in one
+call, but it hashes with the producer's metadata, which need not know changelog topics the
+processors write through their own transactional producers.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import aiohttp
+import faust
+from aiohttp import web
+from kafka.partitioner.default import murmur2
+from yarl import URL
+
+from changefeed.config import Settings
+from processors import models
+from processors.feed.errors import Unavailable
+from processors.feed.events import rfc3339_micros
+from processors.feed.http import mount
+from processors.feed.runtime import EventsApi
+from processors.feed.subjects import SubjectStateView
+from processors.tables import tables_of
+
+FORWARDED = "X-Changefeed-Forwarded"
+SERVED_BY = "X-Changefeed-Served-By"
+FORWARD_TIMEOUT_S = 10.0
+_PASSED_ON = ("Authorization", "X-Api-Key")
+
+
+def register_events_api(app: faust.App, settings: Settings) -> EventsApi:
+    """Serve the events API from ``app``'s web server; returns it (tests inspect it)."""
+    api = EventsApi(settings, subjects=TableSubjectStates(app, settings.partitions))
+    mount(app.web.web_app, api.web_app())  # type: ignore[attr-defined]
+    return api
+
+
+class TableSubjectStates:
+    """Current subject states from the processors' ``subject_state`` table."""
+
+    def __init__(self, app: faust.App, partitions: int) -> None:
+        self.app = app
+        self.partitions = partitions
+        self._session: aiohttp.ClientSession | None = None
+
+    async def forward(self, request: web.Request, subject_key: str) -> web.StreamResponse | None:
+        if request.headers.get(FORWARDED):
+            return None  # the sender found this worker to be the owner
+        if self.app.rebalancing:
+            raise Unavailable("the workers are rebalancing their partitions; retry shortly")
+        owner = self.owner_of(subject_partition(subject_key, self.partitions))
+        if _same_node(owner, URL(str(self.app.conf.canonical_url))):
+            return None
+        return await self._ask(owner, request)
+
+    def owner_of(self, partition: int) -> URL:
+        """The canonical URL of the worker serving ``partition`` of ``subject_state``."""
+        changelog = tables_of(self.app).subject_state_table.changelog_topic.get_topic_name()
+        for url, topics in self.app.router.table_metadata(models.SUBJECT_STATE).items():
+            if partition in topics.get(changelog, ()):
+                return URL(url)
+        raise Unavailable("the owner of this subject's partition is not known yet; retry")
+
+    async def _ask(self, owner: URL, request: web.Request) -> web.Response:
+        headers = {h: request.headers[h] for h in _PASSED_ON if h in request.headers}
+        headers[FORWARDED] = "1"
+        url = owner.with_path(request.path).with_query(request.query)
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
+            )
+        try:
+            async with self._session.get(url, headers=headers) as answer:
+                body = await answer.read()
+                return web.Response(
+                    body=body,
+                    status=answer.status,
+                    content_type=answer.content_type,
+                    headers={SERVED_BY: str(owner), "Cache-Control": "no-store"},
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"the worker that holds this subject did not answer: {exc}") from exc
+
+    async def state(self, subject_key: str) -> SubjectStateView | None:
+        if not self.app.tables.actives_ready:
+            raise Unavailable("this worker is still restoring its tables; retry shortly")
+        found = tables_of(self.app).subject_state(subject_key)
+        if found is None:
+            return None
+        return SubjectStateView(
+            payload=found.payload,
+            deleted=found.deleted,
+            version=found.version,
+            changed_at=None if found.occurred_at is None else rfc3339_micros(found.occurred_at),
+            sequence=found.sequence,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                await self._session.close()
+
+
+def subject_partition(subject_key: str, partitions: int) -> int:
+    """The partition of a subject's actions, changes and table entries (murmur2)."""
+    return (murmur2(subject_key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _same_node(a: URL, b: URL) -> bool:
+    return (a.host, a.port) == (b.host, b.port)
