@@ -79,6 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--event-type", help="only this event type; globs like 'expense_*:*'")
     replay.set_defaults(handler=_replay)
 
+    keys = sub.add_parser("keys", help="API keys of the events API (stored as digests only)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="create a key and print it, once")
+    create.add_argument("--tenant", required=True, help="the tenant the key reads")
+    create.add_argument(
+        "--role", required=True, choices=["admin", "user"], help="admin: whole tenant; user: own"
+    )
+    create.add_argument("--user", help="the user a user key reads the events of")
+    create.add_argument("--name", default="", help="a label, e.g. who holds the key")
+    create.set_defaults(handler=_keys_create)
+    keys_list = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
+    keys_list.add_argument("--tenant", help="only this tenant's keys")
+    keys_list.set_defaults(handler=_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key; every worker refuses it at once")
+    revoke.add_argument("key_id", help="the key id, as keys list shows it")
+    revoke.set_defaults(handler=_keys_revoke)
+
     demo = sub.add_parser(
         "demo", help="start broker, topics, worker and APIs, send demo traffic, print where to look"
     )
@@ -207,6 +224,40 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         out=None if args.to_topic else sys.stdout,
     )
     print(report.describe(), file=sys.stderr)
+    return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from changefeed.topics import ensure_topics, project_topics
+    from processors.access.key_topic import TOPIC, KeyStore
+    from processors.access.keys import Role, new_key
+
+    key, record = new_key(args.tenant, Role(args.role), user_id=args.user, name=args.name)
+    ensure_topics(settings, [t for t in project_topics(settings) if t.name.endswith(TOPIC)])
+    KeyStore(settings).put(record)
+    print(key)
+    print(
+        f"key {record.key_id} for tenant {record.tenant_id} ({record.role.value}); "
+        "this is the only time the key is shown",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.access.key_topic import KeyStore
+
+    for record in sorted(KeyStore(settings).records().values(), key=lambda r: r.created_at):
+        if args.tenant is None or record.tenant_id == args.tenant:
+            print(json.dumps(record.public()))
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.access.key_topic import KeyStore
+
+    record = KeyStore(settings).revoke(args.key_id)
+    print(f"key {record.key_id} revoked at {record.revoked_at}")
     return 0
 
 

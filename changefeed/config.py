@@ -64,7 +64,6 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: _default_home() / "worker")
     worker_web_port: int = 6066
     api_host: str = "127.0.0.1"
-    api_port: int = 8080
     demo_api_port: int = 8000
     redact_paths: tuple[str, ...] = ("/api_key", "/password", "/secret", "/token", "/card_number")
     source: str = "/changefeed/demo"
@@ -113,7 +112,6 @@ class Settings:
             data_dir=Path(env.get("CHANGEFEED_DATA_DIR", str(home / "worker"))),
             worker_web_port=_int(env, "CHANGEFEED_WORKER_PORT", 6066),
             api_host=env.get("CHANGEFEED_API_HOST", "127.0.0.1"),
-            api_port=_int(env, "CHANGEFEED_API_PORT", 8080),
             demo_api_port=_int(env, "CHANGEFEED_DEMO_API_PORT", 8000),
             redact_paths=tuple(p for p in redact.split(",") if p)
             if redact

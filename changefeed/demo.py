@@ -112,6 +112,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, keep_running
         _wait_quiet(tap, quiet_s=3.0, limit_s=60.0)
         tap.stop()
         _print_summary(settings, tap, worker_url, demo_url, log_dir)
+        _show_events_api(settings, worker_url, tenant="acme")
         if keep_running:
             print("==> services keep running; Ctrl-C stops them (the broker stays up)")
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
@@ -190,6 +191,39 @@ Where to look
   topics           changefeed topics describe
   logs             {log_dir}
   broker           changefeed broker status | changefeed broker stop"""
+    )
+
+
+def _show_events_api(settings: Settings, worker_url: str, *, tenant: str) -> None:
+    """Create an admin key for ``tenant`` and read its feed through the events API."""
+    from processors.access.key_topic import KeyStore
+    from processors.access.keys import Role, new_key
+
+    key, record = new_key(tenant, Role.ADMIN, name="changefeed demo")
+    KeyStore(settings).put(record)
+    query = "/v1/events?limit=3&order=desc"
+    request = urllib.request.Request(worker_url + query, headers={"X-Api-Key": key})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            page = json.load(response)
+    except urllib.error.HTTPError as exc:
+        print(f"==> events API answered {exc.code}: {exc.read()[:500]!r}")
+        return
+    events = page.get("events", [])
+    print(f"==> events API: the {len(events)} latest change events of tenant '{tenant}'")
+    for event in events:
+        changed = ", ".join(sorted(event.get("field_changes") or {})) or "-"
+        print(
+            f"    {event.get('event_type', '?'):<28} {event.get('subject_id', '?'):<14}"
+            f" changed: {changed[:60]}"
+        )
+    print(
+        f"""    an admin key for '{tenant}' was created for you (stored as a digest only):
+      export CHANGEFEED_KEY={key}
+      curl -s -H "X-Api-Key: $CHANGEFEED_KEY" '{worker_url}{query}'
+      curl -s -H "X-Api-Key: $CHANGEFEED_KEY" \\
+        '{worker_url}/v1/events/poll?cursor={page.get("next_cursor", "now")}&timeout=30'
+    revoke it with: changefeed keys revoke {record.key_id}"""
     )
 
 

@@ -66,6 +66,8 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("actions"), n),
         TopicSpec(settings.topic("changes"), n),
         TopicSpec(settings.topic("actions.dlq"), 1),
+        # API keys of the events API: the latest record per key id (processors/access/).
+        TopicSpec(settings.topic("api_keys"), 1, Cleanup.COMPACT),
     ]
     topics += [
         TopicSpec(changelog_topic(settings, table), n, cleanup)
