@@ -55,6 +55,7 @@ class ChangeTap:
         threading.Thread(target=self._run, args=(consumer,), daemon=True).start()
 
     def _run(self, consumer: KafkaConsumer) -> None:
+        from processors.feed.events import render_event
         from schemas.codec import default_codec
 
         codec = default_codec()
@@ -63,7 +64,9 @@ class ChangeTap:
                 self.count += len(batch)
                 self.last_seen = time.monotonic()
                 if self.sample is None or (self.sample.get("action") != "update"):
-                    self.sample = codec.decode(batch[-1].value, "changefeed.ChangeEvent")
+                    last = batch[-1]
+                    change = codec.decode(last.value, "changefeed.ChangeEvent")
+                    self.sample = render_event(change, last.partition, last.offset)
         consumer.close()
 
     def stop(self) -> None:
@@ -222,7 +225,7 @@ def _show_events_api(settings: Settings, worker_url: str, *, tenant: str) -> Non
       export CHANGEFEED_KEY={key}
       curl -s -H "X-Api-Key: $CHANGEFEED_KEY" '{worker_url}{query}'
       curl -s -H "X-Api-Key: $CHANGEFEED_KEY" \\
-        '{worker_url}/v1/events/poll?cursor={page.get("next_cursor", "now")}&timeout=30'
+        '{worker_url}/v1/events/poll?cursor=now&timeout=30'
     revoke it with: changefeed keys revoke {record.key_id}"""
     )
 

@@ -217,6 +217,10 @@ class FeedIndex:
         """The most any row's ``sort_us`` exceeds its ``created_at`` (0 with sane clocks)."""
         return self._max_regression
 
+    def adopt_max_regression(self, value: int) -> None:
+        """Take the writer's figure when it lives in another process (see the indexer)."""
+        self._max_regression = max(self._max_regression, value)
+
     def begin_partitions(self, starts: dict[int, int]) -> None:
         """Record where reading of partitions new to the index begins (their first
         offset): offsets below were never read, so they count as gone."""

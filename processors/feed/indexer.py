@@ -5,9 +5,11 @@ group: every worker wants everything) and ``read_committed`` isolation, so an ev
 indexed only once the processors' transaction that produced it has committed. It resumes
 from the positions stored in the index, which advance in the same SQLite transaction as the
 rows: a crash never indexes a record twice nor skips one. Decoding, rendering and writing
-run on one writer thread, so the worker's event loop (which also runs the processors and
-the web server) stays free; after each committed batch the tenants that received events are
-woken (:class:`~processors.feed.signals.TenantSignals`).
+run in a child process that owns the index's write connection (:class:`IndexWriter`), so
+they cost the worker's event loop (which also runs the processors and the web server) no
+time under its interpreter lock: indexing uses the other core. The worker reads the same
+SQLite file (WAL: readers never wait for the writer). After each committed batch the tenants
+that received events are woken (:class:`~processors.feed.signals.TenantSignals`).
 
 Kafka having deleted offsets the index never read (a worker down for longer than the
 retention) is recorded as a gap (``gone_below``), never papered over: cursors from before
@@ -20,12 +22,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from processors.feed.errors import FeedError
@@ -35,10 +42,10 @@ from processors.feed.signals import TenantSignals
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 RETRY_S = 1.0
 PURGE_INTERVAL_S = 60.0
 MAX_BATCH = 5000
+PARENT_CHECK_S = 0.5
 _JSON_SEPARATORS = (",", ":")
 
 
@@ -73,6 +80,94 @@ def to_indexed(codec: Codec, partition: int, offset: int, value: bytes) -> Index
     )
 
 
+RawChange = tuple[int, int, bytes]  # partition, offset, value
+
+
+class _ChildIndex:
+    """The writing side of one index, inside the writer process (one per process)."""
+
+    index: FeedIndex | None = None
+    codec: Codec | None = None
+    topic: str = ""
+    skipped: int = 0
+
+    @classmethod
+    def setup(cls, path: str, topic: str) -> None:
+        # The parent handles Ctrl-C and SIGTERM and closes the writer itself.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # A parent killed outright (SIGKILL) cannot close the writer: leave with it.
+        threading.Thread(
+            target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+        ).start()
+        from schemas.codec import default_codec
+
+        cls.index = FeedIndex(Path(path), topic)
+        cls.codec = default_codec()
+        cls.topic = topic
+
+    @classmethod
+    def call(cls, method: str, *args: Any) -> tuple[Any, int, int]:
+        """Run ``method`` on the index (or :meth:`write`); the result, then the index's
+        ``max_regression_us`` and the count of skipped records, which readers need."""
+        assert cls.index is not None
+        fn = cls.write if method == "write" else getattr(cls.index, method)
+        return fn(*args), cls.index.max_regression_us, cls.skipped
+
+    @classmethod
+    def write(cls, records: list[RawChange], positions: dict[int, int]) -> tuple[set[str], int]:
+        """Decode, render, insert, advance; one transaction. The tenants and the count."""
+        assert cls.index is not None and cls.codec is not None
+        events = []
+        for partition, offset, value in records:
+            try:
+                events.append(to_indexed(cls.codec, partition, offset, value))
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the feed
+                cls.skipped += 1
+                log.warning("not indexing %s[%d]@%d: %s", cls.topic, partition, offset, exc)
+        known = cls.index.partitions()
+        moved = {p: o for p, o in positions.items() if p not in known or known[p].next_offset < o}
+        if not events and not moved:
+            return set(), 0
+        return cls.index.add(events, moved), len(events)
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)  # an open write transaction is rolled back by SQLite's journal
+
+
+class IndexWriter:
+    """A child process holding the write connection of ``index``; calls run there, in order.
+
+    Readers in this process keep using ``index`` (its read connections); what they need of
+    the writer's state (``max_regression_us``) is copied back after every call.
+    """
+
+    def __init__(self, index: FeedIndex) -> None:
+        self.index = index
+        self.skipped = 0
+        self._pool = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_ChildIndex.setup,
+            initargs=(str(index.path), index.topic),
+        )
+
+    async def call(self, method: str, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        result, regression, skipped = await loop.run_in_executor(
+            self._pool, _ChildIndex.call, method, *args
+        )
+        self.index.adopt_max_regression(regression)
+        self.skipped = skipped
+        return result
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class FeedIndexer:
     """Keeps a :class:`FeedIndex` up to date with one ``changes`` topic."""
 
@@ -83,7 +178,6 @@ class FeedIndexer:
         topic: str,
         index: FeedIndex,
         signals: TenantSignals,
-        codec: Codec,
         retention_ms: int,
         purge_interval_s: float = PURGE_INTERVAL_S,
         clock: Callable[[], float] = time.time,
@@ -92,21 +186,25 @@ class FeedIndexer:
         self.topic = topic
         self.index = index
         self.signals = signals
-        self.codec = codec
         self.retention_ms = retention_ms
         self.purge_interval_s = purge_interval_s
         self.clock = clock
-        self.skipped = 0
         self.indexed = 0
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="feed-index-writer")
+        self._writer: IndexWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._progress = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
         self._tps: list[TopicPartition] = []
         self._assigned = asyncio.Event()
 
+    @property
+    def skipped(self) -> int:
+        """Records of ``changes`` that did not decode (logged, never indexed)."""
+        return 0 if self._writer is None else self._writer.skipped
+
     async def start(self) -> None:
-        await self._on_writer(self.index.open)
+        self._writer = IndexWriter(self.index)
+        await self._on_writer("open")
         self._tasks = [
             asyncio.create_task(self._run(self._follow), name="feed-indexer"),
             asyncio.create_task(self._run(self._purge_periodically), name="feed-purger"),
@@ -119,8 +217,10 @@ class FeedIndexer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self._on_writer(self.index.close)
-        self._writer.shutdown(wait=True)
+        if self._writer is not None:
+            await self._on_writer("close")
+            self._writer.shutdown()
+            self._writer = None
 
     async def wait_indexed(self, ends: dict[int, int], timeout_s: float) -> bool:
         """Whether every partition's indexed position reached ``ends`` within the time."""
@@ -153,8 +253,10 @@ class FeedIndexer:
             return None
         return {tp.partition: offset for tp, offset in ends.items()}
 
-    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+    async def _on_writer(self, method: str, *args: Any) -> Any:
+        if self._writer is None:
+            raise FeedError("the feed indexer is not started")
+        return await self._writer.call(method, *args)
 
     async def _run(self, body: Callable[[], Any]) -> None:
         while True:
@@ -183,8 +285,14 @@ class FeedIndexer:
             while True:
                 batches = await consumer.getmany(*tps, timeout_ms=1000, max_records=MAX_BATCH)
                 positions = {tp.partition: await consumer.position(tp) for tp in tps}
-                records = [m for tp in tps for m in batches.get(tp, [])]
-                tenants = await self._on_writer(self._write, records, positions)
+                records = [
+                    (m.partition, m.offset, m.value)
+                    for tp in tps
+                    for m in batches.get(tp, [])
+                    if m.value is not None
+                ]
+                tenants, indexed = await self._on_writer("write", records, positions)
+                self.indexed += indexed
                 self.signals.notify(tenants)
                 async with self._progress:
                     self._progress.notify_all()
@@ -204,7 +312,7 @@ class FeedIndexer:
         consumer.assign(tps)
         begins = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
-        known = await self._on_writer(self.index.partitions)
+        known = await self._on_writer("partitions")
         fresh: dict[int, int] = {}
         for tp in tps:
             state = known.get(tp.partition)
@@ -225,41 +333,20 @@ class FeedIndexer:
                     state.next_offset,
                     start - 1,
                 )
-                await self._on_writer(self.index.skip_to, tp.partition, start)
+                await self._on_writer("skip_to", tp.partition, start)
             else:
                 start = state.next_offset
             consumer.seek(tp, start)
         if fresh:
-            await self._on_writer(self.index.begin_partitions, fresh)
+            await self._on_writer("begin_partitions", fresh)
         return tps
-
-    def _write(self, records: list[ConsumerRecord], positions: dict[int, int]) -> set[str]:
-        """On the writer thread: decode, render, insert, advance; one transaction."""
-        events = []
-        for record in records:
-            if record.value is None:
-                continue
-            try:
-                events.append(to_indexed(self.codec, record.partition, record.offset, record.value))
-            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the feed
-                self.skipped += 1
-                log.warning(
-                    "not indexing %s[%d]@%d: %s", self.topic, record.partition, record.offset, exc
-                )
-        known = self.index.partitions()
-        moved = {p: o for p, o in positions.items() if p not in known or known[p].next_offset < o}
-        if not events and not moved:
-            return set()
-        tenants = self.index.add(events, moved)
-        self.indexed += len(events)
-        return tenants
 
     async def purge_expired(self) -> int:
         """Delete every row older than retention now; returns how many."""
         cutoff_us = int((self.clock() * 1000 - self.retention_ms) * 1000)
         purged = 0
         while True:
-            n = await self._on_writer(self.index.purge, cutoff_us)
+            n = await self._on_writer("purge", cutoff_us)
             purged += n
             if n == 0:
                 return purged
@@ -269,5 +356,5 @@ class FeedIndexer:
             purged = await self.purge_expired()
             if purged:
                 log.info("purged %d feed index rows older than retention", purged)
-            await self._on_writer(self.index.optimize)
+            await self._on_writer("optimize")
             await asyncio.sleep(self.purge_interval_s)

@@ -24,7 +24,6 @@ from processors.feed.indexer import FeedIndexer
 from processors.feed.service import FeedService
 from processors.feed.signals import TenantSignals
 from processors.feed.subjects import SubjectStates
-from schemas.codec import default_codec
 
 
 def index_path(settings: Settings) -> Path:
@@ -44,7 +43,6 @@ class EventsApi:
             topic=topic,
             index=self.index,
             signals=self.signals,
-            codec=default_codec(),
             retention_ms=settings.retention_ms,
         )
         self.feed = FeedService(
