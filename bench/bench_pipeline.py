@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--subjects", type=int, default=1_000_000, help="memory: S")
     parser.add_argument("--ids", type=int, default=5_000_000, help="memory: I")
     parser.add_argument("--memory-load-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--reuse", metavar="RUN", help="memory: restore the changelogs an earlier run filled"
+    )
     return parser
 
 
@@ -99,8 +102,10 @@ def _broker(bootstrap: str | None) -> tuple[str, LocalBroker | None]:
     return status.bootstrap, None if already else broker
 
 
-def _settings(bootstrap: str, args: argparse.Namespace, data_dir: Path) -> Settings:
-    unique = uuid.uuid4().hex[:8]
+def _settings(
+    bootstrap: str, args: argparse.Namespace, data_dir: Path, unique: str | None = None
+) -> Settings:
+    unique = unique or uuid.uuid4().hex[:8]
     settings = Settings(
         bootstrap=bootstrap,
         topic_prefix=f"bench{unique}.",
@@ -335,8 +340,12 @@ def measure_latency(settings: Settings, rate: float, seconds: float) -> list[flo
 
 def memory(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings(bootstrap, args, Path(tmp) / "worker")
-        fill_changelogs(settings, args.subjects, args.ids)
+        settings = _settings(bootstrap, args, Path(tmp) / "worker", args.reuse)
+        if args.reuse:
+            _log(f"reusing the changelogs of run {args.reuse}")
+        else:
+            _log(f"run {settings.app_id.removeprefix('bench-')}: filling the changelogs")
+            fill_changelogs(settings, args.subjects, args.ids)
         worker = Worker(settings, Path(tmp))
         try:
             began = time.monotonic()
@@ -414,6 +423,7 @@ def load_random_subjects(settings: Settings, args: argparse.Namespace, worker: W
     rate = 3000.0
     total = int(rate * args.memory_load_seconds)
     peak = 0.0
+    split = (0.0, 0.0)
     began = time.monotonic()
     for n in range(total):
         subject = str(random.randrange(args.subjects))
@@ -436,13 +446,16 @@ def load_random_subjects(settings: Settings, args: argparse.Namespace, worker: W
             value=codec.encode("changefeed.ApiAction", record),
         )
         if n % 1000 == 0:
-            peak = max(peak, worker.rss_mb())
+            now = worker.rss_split_mb()
+            if sum(now) > peak:
+                peak, split = sum(now), now
             delay = began + n / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
     producer.flush()
     producer.close()
     done, loaded = wait_committed(settings, total, [worker])
+    _log(f"under load: worker {split[0]:.0f} MB + feed index writer {split[1]:.0f} MB")
     return max(peak, loaded)
 
 
@@ -503,13 +516,14 @@ class Worker:
             raise RuntimeError(f"worker exited; {self.log_path} ends with:\n{tail}")
 
     def rss_mb(self) -> float:
-        try:
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
+        """RSS of the worker and its children (the feed index writer)."""
+        main, children = self.rss_split_mb()
+        return main + children
+
+    def rss_split_mb(self) -> tuple[float, float]:
+        """RSS of the worker process itself, and of its children together."""
+        pid = self.process.pid
+        return _rss_mb(pid), sum(_rss_mb(child) for child in _children(pid))
 
     def cpu_seconds(self) -> float:
         try:
@@ -527,6 +541,25 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    found = [int(child) for child in text.split()]
+    return found + [grand for child in found for grand in _children(child)]
 
 
 def _free_port() -> int:

@@ -66,47 +66,19 @@ async def _restore(app: faust.App, settings: Settings, timeout_s: float) -> Rest
         isolation_level="read_committed",
         enable_auto_commit=False,
         group_id=None,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
+        max_partition_fetch_bytes=2 * 1024 * 1024,
+        fetch_max_bytes=8 * 1024 * 1024,
     )
     await consumer.start()
     report = RestoreReport()
     dbs: dict[tuple[str, int], Any] = {}
+    deadline = time.monotonic() + timeout_s
     try:
-        partitions = [
-            aiokafka.TopicPartition(topic, partition)
-            for topic in stores
-            for partition in range(settings.partitions)
-        ]
-        if not partitions:
-            return report
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)  # last stable offsets
-        pending = {tp for tp in partitions if ends[tp] > 0}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise RestoreError(f"changelogs not read to the end in {timeout_s:.0f}s")
-            batches = await consumer.getmany(*pending, timeout_ms=FETCH_TIMEOUT_MS)
-            for tp, records in batches.items():
-                if not records:
-                    continue
-                db = dbs.get((tp.topic, tp.partition))
-                if db is None:
-                    db = dbs[(tp.topic, tp.partition)] = _open(stores[tp.topic], tp.partition)
-                batch = rocksdict.WriteBatch(raw_mode=True)
-                for record in records:
-                    if record.value is None:
-                        batch.delete(record.key)
-                    else:
-                        batch.put(record.key, record.value)
-                db.write(batch)
-                report.records += len(records)
-                report.last_offsets[(tp.topic, tp.partition)] = records[-1].offset
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        # One changelog at a time: the consumer prefetches for every assigned partition, so
+        # this bounds what sits decoded in memory to one table's partitions.
+        for topic in stores:
+            partitions = [aiokafka.TopicPartition(topic, p) for p in range(settings.partitions)]
+            await _restore_topic(consumer, partitions, stores[topic], dbs, report, deadline)
         for key, offset in report.last_offsets.items():
             dbs[key].put(OFFSET_KEY, str(offset).encode())
     finally:
@@ -117,6 +89,42 @@ async def _restore(app: faust.App, settings: Settings, timeout_s: float) -> Rest
     report.seconds = time.monotonic() - began
     log.info(report.describe())
     return report
+
+
+async def _restore_topic(
+    consumer: aiokafka.AIOKafkaConsumer,
+    partitions: list[aiokafka.TopicPartition],
+    store: Any,
+    dbs: dict[tuple[str, int], Any],
+    report: RestoreReport,
+    deadline: float,
+) -> None:
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(partitions)  # last stable offsets
+    pending = {tp for tp in partitions if ends[tp] > 0}
+    while pending:
+        if time.monotonic() > deadline:
+            raise RestoreError(f"changelogs not read to the end by the deadline: {pending}")
+        batches = await consumer.getmany(*pending, timeout_ms=FETCH_TIMEOUT_MS)
+        for tp, records in batches.items():
+            if not records:
+                continue
+            db = dbs.get((tp.topic, tp.partition))
+            if db is None:
+                db = dbs[(tp.topic, tp.partition)] = _open(store, tp.partition)
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for record in records:
+                if record.value is None:
+                    batch.delete(record.key)
+                else:
+                    batch.put(record.key, record.value)
+            db.write(batch)
+            report.records += len(records)
+            report.last_offsets[(tp.topic, tp.partition)] = records[-1].offset
+        for tp in list(pending):
+            if await consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
 
 
 def _open(store: Any, partition: int) -> Any:

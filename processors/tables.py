@@ -50,10 +50,10 @@ from processors.pipeline import CHANGE_EVENT_SCHEMA, Codec, Write
 # own memtables and block cache, so Faust's defaults (3 x 64 MB memtables, 2 GB cache each)
 # would multiply into gigabytes. Point lookups go through the bloom filter first.
 ROCKSDB_OPTIONS: dict[str, Any] = {
-    "write_buffer_size": 4 * 1024 * 1024,
+    "write_buffer_size": 2 * 1024 * 1024,
     "max_write_buffer_number": 2,
     "target_file_size_base": 32 * 1024 * 1024,
-    "block_cache_size": 8 * 1024 * 1024,
+    "block_cache_size": 4 * 1024 * 1024,
     "block_cache_compressed_size": 0,
     "bloom_filter_size": 10,
     "max_open_files": 256,

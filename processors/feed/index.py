@@ -138,10 +138,11 @@ class Row:
 class FeedIndex:
     """The SQLite file of one ``changes`` topic; see the module docstring for the contract."""
 
-    def __init__(self, path: Path, topic: str, *, cache_mb: int = 64) -> None:
+    def __init__(self, path: Path, topic: str, *, cache_mb: int = 64, mmap_mb: int = 256) -> None:
         self.path = path
         self.topic = topic
         self._cache_kib = cache_mb * 1024
+        self._mmap_bytes = mmap_mb * 1024 * 1024
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
@@ -189,7 +190,7 @@ class FeedIndex:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
         conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA mmap_size=268435456")
+        conn.execute(f"PRAGMA mmap_size={self._mmap_bytes}")
         return conn
 
     @staticmethod

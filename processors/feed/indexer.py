@@ -46,6 +46,9 @@ RETRY_S = 1.0
 PURGE_INTERVAL_S = 60.0
 MAX_BATCH = 5000
 PARENT_CHECK_S = 0.5
+# Inserts touch the tail of the indexes only: a small page cache and no memory map (whose
+# touched pages would count in the writer's RSS) serve them.
+WRITER_CACHE_MB = 16
 _JSON_SEPARATORS = (",", ":")
 
 
@@ -102,7 +105,7 @@ class _ChildIndex:
         ).start()
         from schemas.codec import default_codec
 
-        cls.index = FeedIndex(Path(path), topic)
+        cls.index = FeedIndex(Path(path), topic, cache_mb=WRITER_CACHE_MB, mmap_mb=0)
         cls.codec = default_codec()
         cls.topic = topic
 

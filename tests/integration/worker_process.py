@@ -106,10 +106,27 @@ class WorkerProcess:
         wait_until(ready, timeout_s, f"the worker to be ready; log: {self.log_path}")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, nothing is flushed or committed."""
+        """SIGKILL: no shutdown code runs, nothing is flushed or committed. The worker's
+        children (the feed index writer) must leave with it: asserted."""
         if self.process is not None and self.process.poll() is None:
+            children = self.children()
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
+            wait_until(
+                lambda: not any(_alive(child) for child in children),
+                10,
+                f"the children {children} of the killed worker to exit",
+            )
+
+    def children(self) -> list[int]:
+        """Process ids of the worker's direct children."""
+        assert self.process is not None
+        pid = self.process.pid
+        try:
+            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(child) for child in text.split()]
 
     def stop(self) -> int:
         """SIGTERM, the graceful stop; returns the exit status."""
@@ -125,3 +142,11 @@ class WorkerProcess:
 
     def tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
