@@ -164,8 +164,15 @@ class FeedService:
 
     # -- single events and groups ---------------------------------------------------------
 
+    def read_inline(self, fn: Callable[[IndexReader], T]) -> T:
+        """Run ``fn`` on the calling (event loop) thread: for point lookups by a unique
+        index, which take microseconds, a hop to a reader thread costs more than the query
+        and, under the interpreter lock's switch interval, adds milliseconds to the tail."""
+        with self.index.reading() as reader:
+            return fn(reader)
+
     async def get_event(self, scope: Scope, change_id: str) -> str:
-        body = await self.read(lambda r: r.by_change_id(scope, change_id))
+        body = self.read_inline(lambda r: r.by_change_id(scope, change_id))
         if body is None:
             raise NotFound(
                 f"no change event {change_id} for this key within the feed's "
