@@ -44,8 +44,8 @@ from typing import Any
 import aiokafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from changefeed.broker import LocalBroker
-from changefeed.config import BrokerSettings, Settings
+from changefeed.broker import broker_for
+from changefeed.config import Settings
 from changefeed.topics import TopicSpec, changelog_topic, ensure_topics
 from processors import models
 from producers.loadgen import LoadProfile, generate_actions
@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    bootstrap, started = _broker(args.bootstrap)
+    bootstrap, started = broker_for(args.bootstrap)
     phases = set(args.phases.split(","))
     results: dict[str, Any] = {"partitions": args.partitions, "cpus": os.cpu_count()}
     try:
@@ -91,15 +91,6 @@ def _parser() -> argparse.ArgumentParser:
         "--reuse", metavar="RUN", help="memory: restore the changelogs an earlier run filled"
     )
     return parser
-
-
-def _broker(bootstrap: str | None) -> tuple[str, LocalBroker | None]:
-    if bootstrap:
-        return bootstrap, None
-    broker = LocalBroker(BrokerSettings())
-    already = broker.status().reachable
-    status = broker.start()
-    return status.bootstrap, None if already else broker
 
 
 def _settings(

@@ -32,8 +32,8 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from changefeed.broker import LocalBroker
-from changefeed.config import BrokerSettings, Settings
+from changefeed.broker import broker_for
+from changefeed.config import Settings
 from changefeed.topics import TopicSpec, ensure_topics
 from producers.envelope import ActionEncoder
 from producers.kafka_client import producer_config
@@ -47,7 +47,7 @@ from schemas.codec import default_codec
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    bootstrap, started = _broker(args.bootstrap)
+    bootstrap, started = broker_for(args.bootstrap)
     try:
         return _run(args, bootstrap)
     finally:
@@ -69,15 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true", help="cProfile the full path (b)")
     parser.add_argument("--keep-broker", action="store_true", help="leave a started broker up")
     return parser
-
-
-def _broker(bootstrap: str | None) -> tuple[str, LocalBroker | None]:
-    if bootstrap:
-        return bootstrap, None
-    broker = LocalBroker(BrokerSettings())
-    already = broker.status().reachable
-    status = broker.start()
-    return status.bootstrap, None if already else broker
 
 
 def _run(args: argparse.Namespace, bootstrap: str) -> int:

@@ -241,6 +241,17 @@ class LocalBroker:
             return None
 
 
+def broker_for(bootstrap: str | None) -> tuple[str, LocalBroker | None]:
+    """``bootstrap`` when given; else the project's local broker, started if need be. The
+    broker comes back only when this call started it, for the caller to stop."""
+    if bootstrap:
+        return bootstrap, None
+    broker = LocalBroker(BrokerSettings())
+    already = broker.status().reachable
+    status = broker.start()
+    return status.bootstrap, None if already else broker
+
+
 def _cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
     import base64
