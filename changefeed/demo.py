@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 from changefeed.broker import LocalBroker
 from changefeed.config import Settings
 from changefeed.errors import ChangefeedError
+from changefeed.kafka.admin import metadata_answers
 from changefeed.topics import ensure_topics
 
 
@@ -74,15 +75,20 @@ class ChangeTap:
 
 
 def run_demo(settings: Settings, *, duration_s: float, rate: float, keep_running: bool) -> int:
-    log_dir = settings.broker.home / "demo"
+    log_dir = settings.data_dir.parent / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    status = LocalBroker(settings.broker).start()
-    print(
-        f"==> Kafka {settings.broker.kafka_version}: {status.describe()}"
-        f" [{time.monotonic() - began:.1f}s]"
-    )
-    settings = settings.with_(bootstrap=status.bootstrap)
+    if settings.bootstrap != settings.broker.bootstrap:  # CHANGEFEED_BOOTSTRAP: not ours
+        if not metadata_answers(settings.bootstrap, timeout_s=30.0):
+            raise ChangefeedError(f"no Kafka broker answers at {settings.bootstrap}")
+        print(f"==> Kafka at {settings.bootstrap}")
+    else:
+        status = LocalBroker(settings.broker).start()
+        print(
+            f"==> Kafka {settings.broker.kafka_version}: {status.describe()}"
+            f" [{time.monotonic() - began:.1f}s]"
+        )
+        settings = settings.with_(bootstrap=status.bootstrap)
     for report in ensure_topics(settings):
         print(f"    topic {report.describe()}")
 
@@ -115,7 +121,7 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, keep_running
         _wait_quiet(tap, quiet_s=3.0, limit_s=60.0)
         tap.stop()
         _print_summary(settings, tap, worker_url, demo_url, log_dir)
-        _show_events_api(settings, worker_url, tenant="acme")
+        _show_events_api(settings, worker_url, tenant="acme", keep_running=keep_running)
         if keep_running:
             print("==> services keep running; Ctrl-C stops them (the broker stays up)")
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
@@ -197,7 +203,9 @@ Where to look
     )
 
 
-def _show_events_api(settings: Settings, worker_url: str, *, tenant: str) -> None:
+def _show_events_api(
+    settings: Settings, worker_url: str, *, tenant: str, keep_running: bool
+) -> None:
     """Create an admin key for ``tenant`` and read its feed through the events API."""
     from processors.access.key_topic import KeyStore
     from processors.access.keys import Role, new_key
@@ -228,6 +236,11 @@ def _show_events_api(settings: Settings, worker_url: str, *, tenant: str) -> Non
         '{worker_url}/v1/events/poll?cursor=now&timeout=30'
     revoke it with: changefeed keys revoke {record.key_id}"""
     )
+    if not keep_running:
+        print(
+            "    (the worker and the demo API stop when this command ends; "
+            "./scripts/demo.sh --keep-running leaves them up to try the above)"
+        )
 
 
 def _terminate(child: subprocess.Popen[bytes]) -> None:
