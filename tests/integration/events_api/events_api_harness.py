@@ -6,15 +6,14 @@ keyed by subject like the processors do, so these tests do not depend on the pro
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import change_events
 from kafka import KafkaProducer
 
 from changefeed.config import Settings
@@ -28,55 +27,11 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def change_event(
-    n: int,
-    *,
-    tenant: str = "acme",
-    user: str | None = "u-1",
-    subject_type: str = "expense_report",
-    subject_id: str = "1",
-    event_type: str | None = None,
-    action: str = "update",
-    request_id: str | None = None,
-    created_us: int | None = None,
-    sequence: int = 0,
-    criticality: int = 0,
-    code: int = 0,
-) -> dict[str, Any]:
-    """A valid ``changefeed.ChangeEvent``; ``n`` makes its ids unique within a test."""
+def change_event(n: int, *, created_us: int | None = None, **fields: Any) -> dict[str, Any]:
+    """A valid ``changefeed.ChangeEvent`` created now (or at ``created_us``), with a change id
+    unique to the call."""
     created = created_us if created_us is not None else now_us()
-    event_id = f"ev-{tenant}-{n}"
-    return {
-        "change_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event_id}-{uuid.uuid4()}")),
-        "event_id": event_id,
-        "request_id": request_id or f"req-{tenant}-{n}",
-        "tenant_id": tenant,
-        "action": action,
-        "event_type": event_type or f"{subject_type}:{action}d",
-        "subject_type": subject_type,
-        "subject_id": subject_id,
-        "subject_ref": None,
-        "version": n,
-        "actor": {
-            "user_id": user,
-            "application_id": "app",
-            "api_version": "v1",
-            "api_key_fingerprint": "sha256:3f2a9c1e",
-        },
-        "criticality": criticality,
-        "code": code,
-        "internal": True,
-        "payload_content_type": "application/json",
-        "previous_payload": None,
-        "current_payload": None if action == "delete" else json.dumps({"n": n}),
-        "payload_changes": [{"op": "add", "path": "/n", "from": None, "value": json.dumps(n)}],
-        "field_changes": {"/n": {"old": None, "new": json.dumps(n)}},
-        "late": False,
-        "subject_sequence": sequence,
-        "subject_changed_at": created,
-        "created_at": created,
-        "source": "/changefeed/test",
-    }
+    return change_events.change_event(n, created_us=created, unique_id=True, **fields)
 
 
 class ChangePublisher:

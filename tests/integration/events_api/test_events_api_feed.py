@@ -92,7 +92,7 @@ async def test_long_poll_wakes_up_when_an_event_is_committed(api: RunningApi) ->
 
 
 async def test_fetch_by_id_request_and_subject(api: RunningApi) -> None:
-    first = change_event(1, request_id="req-1", subject_id="s")
+    first = change_event(1, request_id="req-1", subject_id="s", current={"n": 1})
     second = change_event(2, request_id="req-1", subject_id="t", action="delete", sequence=0)
     await api.publish(first, second)
     status, event = await api.get(f"/v1/events/{first['change_id']}")

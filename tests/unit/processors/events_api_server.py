@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from events_api_changes import T0
+from change_events import T0
 
 from processors.access.keyring import KeyRing
 from processors.access.keys import ApiKeyRecord, Role, new_key

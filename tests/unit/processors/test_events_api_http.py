@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from events_api_changes import T0, change_event
+from change_events import T0, change_event
 from events_api_server import ApiUnderTest, api_under_test
 
 H = 3_600_000_000  # an hour in micros

@@ -1,4 +1,5 @@
-"""ChangeEvent records as the processors publish them, for events API tests."""
+"""ChangeEvent records as the processors publish them, for the events API tests (unit and
+integration alike; ``tests/`` is on the test path)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def change_event(
     action: str = "update",
     request_id: str | None = None,
     created_us: int = T0,
+    unique_id: bool = False,
     sequence: int = 0,
     criticality: int = 0,
     code: int = 0,
@@ -27,12 +29,14 @@ def change_event(
     previous: Any = None,
     current: Any = None,
 ) -> dict[str, Any]:
-    """A valid ``changefeed.ChangeEvent`` record; ``n`` makes its ids unique."""
+    """A valid ``changefeed.ChangeEvent`` record; ``n`` makes its ids unique. With
+    ``unique_id`` the change id is also unique across calls with the same ``n``."""
     event_id = f"ev-{tenant}-{n}"
+    salt = f"-{uuid.uuid4()}" if unique_id else ""
     if current is None and action != "delete":
         current = {"amount": n, "api_key": "sha256:0badc0de", "tags": ["a"]}
     return {
-        "change_id": str(uuid.uuid5(uuid.NAMESPACE_URL, event_id)),
+        "change_id": str(uuid.uuid5(uuid.NAMESPACE_URL, event_id + salt)),
         "event_id": event_id,
         "request_id": request_id or f"req-{tenant}-{n}",
         "tenant_id": tenant,
