@@ -259,6 +259,26 @@ def latency(bootstrap: str, args: argparse.Namespace, rate: float) -> dict[str, 
     }
 
 
+def project_update(
+    codec: Any, event_id: str, subject: str, *, version: int, payload: dict[str, Any]
+) -> tuple[bytes, bytes]:
+    """One update of project ``subject`` of tenant acme, occurring now: (key, value)."""
+    record = {
+        "event_id": event_id,
+        "request_id": f"r-{event_id}",
+        "tenant_id": "acme",
+        "action": "update",
+        "event_type": "project:updated",
+        "subject_type": "project",
+        "subject_id": subject,
+        "version": version,
+        "occurred_at": time.time_ns() // 1000,
+        "actor": {"user_id": "u"},
+        "payload": json.dumps(payload),
+    }
+    return f"acme/project/{subject}".encode(), codec.encode("changefeed.ApiAction", record)
+
+
 def measure_latency(settings: Settings, rate: float, seconds: float) -> list[float]:
     codec = default_codec()
     total = int(rate * seconds)
@@ -287,23 +307,14 @@ def measure_latency(settings: Settings, rate: float, seconds: float) -> list[flo
             if delay > 0:
                 time.sleep(delay)
             subject = str(n % 5000)
-            record = {
-                "event_id": f"lat-{n}",
-                "request_id": f"r-{n}",
-                "tenant_id": "acme",
-                "action": "update",
-                "event_type": "project:updated",
-                "subject_type": "project",
-                "subject_id": subject,
-                "version": n,
-                "occurred_at": time.time_ns() // 1000,
-                "actor": {"user_id": "u"},
-                "payload": json.dumps({"n": n, "name": "Northwind", "budget": n * 3}),
-            }
-            value = codec.encode("changefeed.ApiAction", record)
-            producer.send(
-                settings.topic("actions"), key=f"acme/project/{subject}".encode(), value=value
+            key, value = project_update(
+                codec,
+                f"lat-{n}",
+                subject,
+                version=n,
+                payload={"n": n, "name": "Northwind", "budget": n * 3},
             )
+            producer.send(settings.topic("actions"), key=key, value=value)
         producer.flush()
         producer.close()
 
@@ -418,24 +429,14 @@ def load_random_subjects(settings: Settings, args: argparse.Namespace, worker: W
     began = time.monotonic()
     for n in range(total):
         subject = str(random.randrange(args.subjects))
-        record = {
-            "event_id": f"mem-{n}",
-            "request_id": f"r-{n}",
-            "tenant_id": "acme",
-            "action": "update",
-            "event_type": "project:updated",
-            "subject_type": "project",
-            "subject_id": subject,
-            "version": 4 + n,
-            "occurred_at": time.time_ns() // 1000,
-            "actor": {"user_id": "u"},
-            "payload": json.dumps({"id": subject, "name": f"Project {subject}", "n": n}),
-        }
-        producer.send(
-            settings.topic("actions"),
-            key=f"acme/project/{subject}".encode(),
-            value=codec.encode("changefeed.ApiAction", record),
+        key, value = project_update(
+            codec,
+            f"mem-{n}",
+            subject,
+            version=4 + n,
+            payload={"id": subject, "name": f"Project {subject}", "n": n},
         )
+        producer.send(settings.topic("actions"), key=key, value=value)
         if n % 1000 == 0:
             now = worker.rss_split_mb()
             if sum(now) > peak:

@@ -246,20 +246,29 @@ class Publisher:
         Spooled actions count as settled: this does not wait for the spool to drain (see
         :meth:`wait_until_drained`).
         """
-        deadline = time.monotonic() + (
-            self.options.outcome_wait_s if timeout_s is None else timeout_s
-        )
-        producer = self._producer
-        if producer is not None:
-            try:
-                producer.flush(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception as exc:  # a timeout or a producer being replaced: we wait below
-                log.debug("flush: %s", exc)
+        deadline = self._deadline(timeout_s)
+        failed = self._flush_producer(deadline)
+        if failed is not None:  # a timeout or a producer being replaced: we wait below
+            log.debug("flush: %s", failed)
         with self._lock:
             return self._settled.wait_for(
                 lambda: not self._inflight and not self._held,
                 timeout=max(0.0, deadline - time.monotonic()),
             )
+
+    def _deadline(self, timeout_s: float | None) -> float:
+        return time.monotonic() + (self.options.outcome_wait_s if timeout_s is None else timeout_s)
+
+    def _flush_producer(self, deadline: float) -> Exception | None:
+        """Flush the current producer until ``deadline``; what stopped it, if anything."""
+        producer = self._producer
+        if producer is None:
+            return None
+        try:
+            producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # kafka-python raises assorted types from flush()
+            return exc
+        return None
 
     def wait_until_drained(self, timeout_s: float) -> bool:
         """Wait until every action has an outcome and the spool is empty; False on timeout."""
@@ -290,15 +299,10 @@ class Publisher:
                 return
             self._closing = True
             self._work.notify_all()
-        deadline = time.monotonic() + (
-            self.options.outcome_wait_s if timeout_s is None else timeout_s
-        )
-        producer = self._producer
-        if producer is not None:
-            try:
-                producer.flush(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception as exc:
-                log.warning("closing with undelivered actions; they go to the spool: %s", exc)
+        deadline = self._deadline(timeout_s)
+        failed = self._flush_producer(deadline)
+        if failed is not None:
+            log.warning("closing with undelivered actions; they go to the spool: %s", failed)
         self._background.join(timeout=max(0.0, deadline - time.monotonic()))
         reports = self._settle_done()
         with self._lock:

@@ -7,7 +7,18 @@ import json
 import uuid
 from typing import Any
 
+from processors.access.keys import Role
+
 T0 = 1_700_000_000_000_000  # micros
+
+# The API keys the events API tests create: label -> (tenant, role, user of a user key).
+KEY_SPECS = {
+    "acme-admin": ("acme", Role.ADMIN, None),
+    "acme-u1": ("acme", Role.USER, "u-1"),
+    "acme-u2": ("acme", Role.USER, "u-2"),
+    "globex-admin": ("globex", Role.ADMIN, None),
+    "globex-u1": ("globex", Role.USER, "u-1"),
+}
 
 
 def change_event(

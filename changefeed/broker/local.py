@@ -105,7 +105,7 @@ class LocalBroker:
     # -- status -------------------------------------------------------------------------
     def status(self) -> BrokerStatus:
         pid = self._read_pid()
-        running = pid is not None and _pid_alive(pid)
+        running = pid is not None and pid_alive(pid)
         reachable = _answers_metadata(self.settings.bootstrap, timeout_s=3.0)
         return BrokerStatus(
             running=running,
@@ -191,7 +191,7 @@ class LocalBroker:
         deadline = time.monotonic() + timeout_s
         delay = 0.1
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 raise BrokerError(
                     f"the Kafka broker (pid {pid}) exited during start-up; last log lines:\n"
                     + self.log_tail()
@@ -213,16 +213,16 @@ class LocalBroker:
         shutdown, escalating to SIGKILL after ``timeout_s``.
         """
         pid = self._read_pid()
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             self.pid_file.unlink(missing_ok=True)
             return False
         _signal_group(pid, signal.SIGKILL if kill else signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             _signal_group(pid, signal.SIGKILL)
-            while _pid_alive(pid):
+            while pid_alive(pid):
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -259,7 +259,8 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

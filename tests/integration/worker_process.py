@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from changefeed.broker.local import pid_alive
 from changefeed.config import Settings
 
 
@@ -113,7 +114,7 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
             wait_until(
-                lambda: not any(_alive(child) for child in children),
+                lambda: not any(pid_alive(child) for child in children),
                 10,
                 f"the children {children} of the killed worker to exit",
             )
@@ -142,11 +143,3 @@ class WorkerProcess:
 
     def tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import change_events
+from change_events import KEY_SPECS
 from kafka import KafkaProducer
 
 from changefeed.config import Settings
@@ -59,15 +60,6 @@ class ChangePublisher:
 
     def close(self) -> None:
         self.producer.close()
-
-
-KEY_SPECS = {
-    "acme-admin": ("acme", Role.ADMIN, None),
-    "acme-u1": ("acme", Role.USER, "u-1"),
-    "acme-u2": ("acme", Role.USER, "u-2"),
-    "globex-admin": ("globex", Role.ADMIN, None),
-    "globex-u1": ("globex", Role.USER, "u-1"),
-}
 
 
 @dataclass

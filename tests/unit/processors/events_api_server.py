@@ -10,10 +10,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from change_events import T0
+from change_events import KEY_SPECS, T0
 
 from processors.access.keyring import KeyRing
-from processors.access.keys import ApiKeyRecord, Role, new_key
+from processors.access.keys import ApiKeyRecord, new_key
 from processors.feed.cursor import CursorSigner
 from processors.feed.http import build_events_app, mount
 from processors.feed.index import FeedIndex
@@ -55,15 +55,6 @@ class ApiUnderTest:
         headers = self.auth(label) if label else {}
         response = await self.client.get(path, params=params, headers=headers)
         return response.status, await response.json()
-
-
-KEY_SPECS = {
-    "acme-admin": ("acme", Role.ADMIN, None),
-    "acme-u1": ("acme", Role.USER, "u-1"),
-    "acme-u2": ("acme", Role.USER, "u-2"),
-    "globex-admin": ("globex", Role.ADMIN, None),
-    "globex-u1": ("globex", Role.USER, "u-1"),
-}
 
 
 @asynccontextmanager
