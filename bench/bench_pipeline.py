@@ -3,9 +3,16 @@
 Measured in one run, against one broker, each phase on fresh topics:
 
   throughput  ``actions`` is filled with N actions of the load generator (5 % duplicates,
-              5 % late), then drained twice: (a) a raw aiokafka consume + produce
-              pass-through (no decoding, no transactions: the ceiling), and (b) a
-              ``changefeed worker`` (exactly-once). Prints actions/s of both and (b)/(a).
+              5 % late), then drained by: (a) a raw aiokafka consume + produce
+              pass-through (no decoding, no transactions: the ceiling); (f1), (f7) the
+              exactly-once floor, ``bench/faust_floor.py``: the worker's app, agent loop and
+              transactions forwarding each record unchanged to 1 and to 7 topics (7 = what
+              the processors write per change: the change and six changelog entries), no
+              decoding and no state; and (b) a ``changefeed worker`` (exactly-once). Prints
+              actions/s of each and their ratios to (a).
+  logic       the per-action work of the worker without Kafka or Faust: the same N actions
+              through ``ActionPipeline`` with its writes applied to RocksDB, in this process,
+              with Python's default garbage collector settings and with the worker's.
   latency     while a worker runs, actions are published at half of (b)'s rate; the time
               from publishing an action to its change being readable with ``read_committed``
               is recorded (p50, p99, max).
@@ -19,12 +26,15 @@ with 1M subjects and 5M ids.
     python bench/bench_pipeline.py --bootstrap 127.0.0.1:9092
     python bench/bench_pipeline.py --phases throughput,latency --actions 200000
     python bench/bench_pipeline.py --phases memory --subjects 1000000 --ids 5000000
+    python bench/bench_pipeline.py --phases logic --actions 50000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import gc
 import json
 import os
 import random
@@ -38,16 +48,22 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiokafka
+import rocksdict
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from changefeed.broker import broker_for
 from changefeed.config import Settings
 from changefeed.topics import TopicSpec, changelog_topic, ensure_topics
 from processors import models
+from processors.dead_letters import RawRecord
+from processors.pipeline import ActionPipeline
+from processors.redact import Redactor
+from processors.worker import settle_garbage_collector
 from producers.loadgen import LoadProfile, generate_actions
 from schemas.codec import default_codec
 
@@ -66,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             rate = rate or results["throughput"]["pipeline_actions_per_s"] / 2
         if "latency" in phases:
             results["latency"] = latency(bootstrap, args, rate or 2000.0)
+        if "logic" in phases:
+            results["logic"] = logic(args)
         if "memory" in phases:
             results["memory"] = memory(bootstrap, args)
     finally:
@@ -82,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--actions", type=int, default=200_000, help="throughput: N")
     parser.add_argument("--workers", type=int, default=1, help="throughput: worker processes")
+    parser.add_argument(
+        "--floor-fanouts", default="1,7", help="throughput: fan-outs of the floor ('' for none)"
+    )
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--latency-rate", type=float, help="default: half the measured rate")
     parser.add_argument("--subjects", type=int, default=1_000_000, help="memory: S")
@@ -122,7 +143,18 @@ def throughput(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
         count = fill_actions(settings, args.actions)
         _log(f"passthrough over {count} actions")
         passthrough_s = asyncio.run(passthrough(settings, count))
-        _log(f"passthrough: {count / passthrough_s:,.0f}/s; starting the worker")
+        passthrough_rate = count / passthrough_s
+        _log(f"passthrough: {passthrough_rate:,.0f}/s")
+        floors = {}
+        for fanout in [int(f) for f in args.floor_fanouts.split(",") if f]:
+            rate, cpu = floor(settings, Path(tmp), fanout, count)
+            floors[f"floor_fanout{fanout}"] = {
+                "actions_per_s": round(rate),
+                "ratio_to_passthrough": round(rate / passthrough_rate, 3),
+                "cpu_s": cpu,
+            }
+            _log(f"floor, fan-out {fanout}: {rate:,.0f}/s")
+        _log("starting the worker")
         workers = [Worker(settings, Path(tmp), n) for n in range(args.workers)]
         try:
             for worker in workers:
@@ -140,7 +172,8 @@ def throughput(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
         return {
             "actions": count,
             "workers": args.workers,
-            "passthrough_actions_per_s": round(count / passthrough_s),
+            "passthrough_actions_per_s": round(passthrough_rate),
+            **floors,
             "pipeline_actions_per_s": round(rate),
             "ratio": round(rate / (count / passthrough_s), 3),
             "worker_peak_rss_mb": rss,
@@ -151,17 +184,46 @@ def throughput(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
         }
 
 
-def fill_actions(settings: Settings, count: int) -> int:
+def floor(settings: Settings, tmp: Path, fanout: int, count: int) -> tuple[float, float]:
+    """Actions/s and CPU seconds of ``bench/faust_floor.py`` draining ``count`` actions."""
+    floor_settings = dataclasses.replace(
+        settings,
+        app_id=f"{settings.app_id}-floor{fanout}",
+        data_dir=tmp / f"floor{fanout}",
+    )
+    worker = Worker(
+        floor_settings,
+        tmp,
+        100 + fanout,
+        argv=[sys.executable, str(REPO / "bench" / "faust_floor.py")],
+        env={"FLOOR_FANOUT": str(fanout)},
+    )
+    try:
+        worker.wait_ready()
+        began, done_before = time.monotonic(), committed(floor_settings)
+        done_at, _ = wait_committed(floor_settings, count, [worker])
+    finally:
+        worker.stop()
+    return (count - done_before) / (done_at - began), worker.cpu_seconds_at_stop
+
+
+def encoded_actions(count: int) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of ``count`` actions of the load generator, as published."""
     codec = default_codec()
     profile = LoadProfile(rate=1000.0, duration_s=count / 1000.0, tenants=3, seed=7)
+    for action in generate_actions(profile, count=count):
+        key = f"{action['tenant_id']}/{action['subject_type']}/{action['subject_id']}".encode()
+        yield key, codec.encode(action_name(), action)
+
+
+def fill_actions(settings: Settings, count: int) -> int:
     producer = KafkaProducer(
         bootstrap_servers=settings.bootstrap, acks=1, linger_ms=20, batch_size=256 * 1024
     )
     began = time.monotonic()
     sent = 0
-    for action in generate_actions(profile, count=count):
-        key = f"{action['tenant_id']}/{action['subject_type']}/{action['subject_id']}".encode()
-        producer.send(settings.topic("actions"), key=key, value=codec.encode(action_name(), action))
+    for key, value in encoded_actions(count):
+        producer.send(settings.topic("actions"), key=key, value=value)
         sent += 1
     producer.flush()
     producer.close()
@@ -235,6 +297,85 @@ def wait_committed(settings: Settings, count: int, workers: list[Worker]) -> tup
         time.sleep(0.1)
 
 
+# -- logic -------------------------------------------------------------------------------
+
+
+class RocksState:
+    """The five tables of one partition in RocksDB, as the worker keeps them, minus Faust."""
+
+    def __init__(self, path: Path) -> None:
+        options = rocksdict.Options(raw_mode=True)
+        self.dbs = {
+            name: rocksdict.Rdict(str(path / name), options=options) for name in models.TABLE_NAMES
+        }
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        value: bytes | None = self.dbs[table].get(key)
+        return value
+
+    def scan(self, table: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self.dbs[table].items(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def apply(self, writes: list[Any]) -> None:
+        for write in writes:
+            db = self.dbs[write.table]
+            if write.value is None:
+                db.delete(write.key)
+            else:
+                db.put(write.key, write.value)
+
+    def close(self) -> None:
+        for db in self.dbs.values():
+            db.close()
+
+
+def logic(args: argparse.Namespace) -> dict[str, Any]:
+    records = list(encoded_actions(args.actions))
+    rates: dict[str, list[float]] = {"python_default_gc": [], "worker_gc": []}
+    defaults = gc.get_threshold()
+    for _ in range(2):  # alternated, so that drift of the machine's speed hits both alike
+        for label, runs in rates.items():
+            if label == "worker_gc":
+                settle_garbage_collector()
+            else:
+                gc.unfreeze()
+                gc.set_threshold(*defaults)
+            with tempfile.TemporaryDirectory() as tmp:
+                runs.append(_run_logic(records, RocksState(Path(tmp))))
+            _log(f"logic ({label}): {runs[-1]:,.0f} actions/s")
+    gc.unfreeze()
+    gc.set_threshold(*defaults)
+    best = {label: max(runs) for label, runs in rates.items()}
+    return {
+        "actions": len(records),
+        "python_default_gc_actions_per_s": round(best["python_default_gc"]),
+        "worker_gc_actions_per_s": round(best["worker_gc"]),
+        "worker_gc_over_default": round(best["worker_gc"] / best["python_default_gc"], 3),
+    }
+
+
+def _run_logic(records: list[tuple[bytes, bytes]], state: RocksState) -> float:
+    settings = Settings()
+    pipeline = ActionPipeline(
+        codec=default_codec(),
+        redactor=Redactor(settings.redact_paths, b"bench-secret-0123456789abcdef"),
+        retention_ms=settings.retention_ms,
+        source="/bench",
+    )
+    topic = settings.topic("actions")
+    try:
+        began = time.perf_counter()
+        for offset, (key, value) in enumerate(records):
+            raw = RawRecord(topic, 0, offset, None, key, value, [])
+            state.apply(pipeline.process(raw, state).writes)
+        return len(records) / (time.perf_counter() - began)
+    finally:
+        state.close()
+
+
 # -- latency -----------------------------------------------------------------------------
 
 
@@ -287,7 +428,7 @@ def measure_latency(settings: Settings, rate: float, seconds: float) -> list[flo
         isolation_level="read_committed",
         enable_auto_commit=False,
         group_id=None,
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=500,
     )
     partitions = [
         TopicPartition(settings.topic("changes"), p)
@@ -457,10 +598,19 @@ def load_random_subjects(settings: Settings, args: argparse.Namespace, worker: W
 class Worker:
     """``changefeed worker`` in a subprocess, log in ``log_dir/worker.log``."""
 
-    def __init__(self, settings: Settings, log_dir: Path, number: int = 0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        number: int = 0,
+        *,
+        argv: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = _free_port()
         env = {
             **os.environ,
+            **(env or {}),
             "CHANGEFEED_BOOTSTRAP": settings.bootstrap,
             "CHANGEFEED_TOPIC_PREFIX": settings.topic_prefix,
             "CHANGEFEED_APP_ID": settings.app_id,
@@ -471,7 +621,7 @@ class Worker:
         self.log_path = log_dir / f"worker-{number}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "changefeed.cli", "worker", "--loglevel", "warn"],
+                argv or [sys.executable, "-m", "changefeed.cli", "worker", "--loglevel", "warn"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -7,6 +7,10 @@ table entries, queues the change (to ``changes``, same partition as the action, 
 subject) or the dead letter (to ``actions.dlq``) in the outbox of the record's partition, and
 marks the record processed. :mod:`processors.exactly_once` commits all of it together.
 
+When the agent runs out of records to process it asks for a commit at once rather than
+waiting for the commit timer, so that at moderate rates a change is readable within about
+one transaction commit of its action arriving.
+
 Every so often (:data:`PURGE_INTERVAL_S`) and a bounded number at a time
 (:data:`PURGE_BATCH`), the agent also forgets the ids and index entries of its partition
 that aged out of the retention window.
@@ -14,9 +18,10 @@ that aged out of the retention window.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 PURGE_INTERVAL_S = 1.0
 PURGE_BATCH = 500
 DEAD_LETTER_PARTITION = 0
+IDLE_COMMIT_GAP_S = 0.05
+OUTBOX_HARD_LIMIT = 4 * 1024 * 1024
+"""Queued bytes at which the agent waits for a commit in progress to flush the outbox."""
 
 
 def register_agents(
@@ -94,18 +102,58 @@ def register_agents(
             log.warning(
                 "dead-lettered %s[%d]@%d: %s", raw.topic, partition, raw.offset, outcome.reason
             )
-        exactly_once.mark_processed(message.tp, message.offset)
         counters.count(outcome.kind)
         maybe_purge(view, time.time())
 
-    @app.agent(actions_topic, name="process_actions", concurrency=1)
-    async def process_actions(stream: faust.StreamT[Any]) -> None:
+    agent = exactly_once_agent(app, actions_topic, "process_actions", handle)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        views.clear()
+
+    @app.on_partitions_assigned.connect
+    async def reopen_assigned(sender: faust.App, assigned: set[TP], **kwargs: Any) -> None:
+        views.clear()
+
+    return agent
+
+
+def exactly_once_agent(
+    app: faust.App,
+    topic: faust.types.TopicT,
+    name: str,
+    handle: Callable[[faust.EventT], None],
+) -> faust.types.AgentT:
+    """An agent calling ``handle`` on each event of ``topic``, exactly once.
+
+    ``handle`` must put everything the event produces in the app's outbox
+    (:func:`~processors.exactly_once.exactly_once_state`), synchronously: it runs under the
+    gate, so a commit takes all of an event or none of it. Between events the agent hands a
+    full outbox to the producers (unless a commit is under way), and when it has nothing
+    left to do it asks for a commit (at most one per :data:`IDLE_COMMIT_GAP_S`).
+    """
+    exactly_once = exactly_once_state(app)
+    outbox = exactly_once.outbox
+    if outbox is None:
+        raise ValueError("give the app its TransactionalOutbox before declaring the agent")
+    idle = asyncio.Event()
+
+    @app.agent(topic, name=name, concurrency=1)
+    async def process(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             try:
                 async with exactly_once.gate:
                     handle(event)
-                    if outbox.pending_bytes >= outbox.flush_bytes:
+                    exactly_once.mark_processed(event.message.tp, event.message.offset)
+                if outbox.pending_bytes >= outbox.flush_bytes and (
+                    not exactly_once.sending.locked() or outbox.pending_bytes >= OUTBOX_HARD_LIMIT
+                ):
+                    # Between events, never while a commit is under way: what is
+                    # flushed belongs to the transactions that commit next.
+                    async with exactly_once.sending:
                         await outbox.flush()
+                if stream.channel.empty():
+                    idle.set()
             except Exception as exc:
                 # Not a bad record (those become dead letters) but the store or the
                 # transaction failing: stop, so that nothing half-done gets committed.
@@ -113,16 +161,29 @@ def register_agents(
                 await app.crash(exc)
                 raise
 
+    @app.task
+    async def commit_when_idle() -> None:
+        # Commit as soon as the agent has nothing more to do, not only on the commit timer:
+        # a change is readable once its transaction commits. Under load the agent is never
+        # idle and commits follow the timer (``broker_commit_interval``), a batch at a time.
+        while not app.should_stop:
+            await idle.wait()
+            # Commits cost the broker a marker per partition written: at most one idle
+            # commit per IDLE_COMMIT_GAP_S, so a backlog drained in short bursts does
+            # not turn into a stream of tiny transactions.
+            await asyncio.sleep(exactly_once.last_commit_at + IDLE_COMMIT_GAP_S - time.monotonic())
+            idle.clear()
+            if not app.rebalancing and exactly_once.has_uncommitted():
+                try:
+                    await app.consumer.commit()
+                except Exception:  # noqa: BLE001 - a failed commit has stopped the worker
+                    return
+
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
-        views.clear()
         exactly_once.forget(revoked)
 
-    @app.on_partitions_assigned.connect
-    async def reopen_assigned(sender: faust.App, assigned: set[TP], **kwargs: Any) -> None:
-        views.clear()
-
-    return process_actions
+    return process
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:

@@ -7,8 +7,9 @@
 Tuning, measured with ``bench/bench_pipeline.py`` on a 2-core machine:
 
 * ``broker_commit_interval`` 0.1 s: a change becomes readable (``read_committed``) when its
-  transaction commits, so this bounds the latency; a commit holds processing for about one
-  round trip per partition, so shorter intervals cost throughput.
+  transaction commits, so under load this bounds the latency (when the agent runs dry it
+  commits at once, see :mod:`processors.agents`); every commit writes a marker to each
+  partition it touched, so shorter intervals cost throughput.
 * ``broker_commit_every`` large: commits are paced by the interval, not by record counts.
 * ``producer_max_batch_size`` 512 KiB: the outbox hands over whole batches per partition.
 * ``broker_session_timeout`` 10 s (Faust's default is 60 s): after a crash, the partitions
@@ -40,7 +41,25 @@ HEARTBEAT_INTERVAL_S = 2.0
 
 def create_app(settings: Settings) -> faust.App:
     """A worker-ready app for ``settings``: one per process."""
-    app = ExactlyOnceApp(
+    app = new_app(settings)
+    codec = default_codec()
+    redactor = Redactor(settings.redact_paths, settings.derived_key("redact"))
+    pipeline = ActionPipeline(
+        codec=codec,
+        redactor=redactor,
+        retention_ms=settings.retention_ms,
+        source=settings.source,
+    )
+    tables = define_tables(app, settings, codec)
+    register_agents(app, settings, pipeline, tables)
+    register_views(app)
+    register_events_api(app, settings)
+    return app
+
+
+def new_app(settings: Settings) -> ExactlyOnceApp:
+    """The configured exactly-once app, with nothing declared on it yet."""
+    return ExactlyOnceApp(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
         store="rocksdb://",
@@ -61,16 +80,3 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
     )
-    codec = default_codec()
-    redactor = Redactor(settings.redact_paths, settings.derived_key("redact"))
-    pipeline = ActionPipeline(
-        codec=codec,
-        redactor=redactor,
-        retention_ms=settings.retention_ms,
-        source=settings.source,
-    )
-    tables = define_tables(app, settings, codec)
-    register_agents(app, settings, pipeline, tables)
-    register_views(app)
-    register_events_api(app, settings)
-    return app

@@ -30,9 +30,12 @@ What this module does instead, and what the agents rely on:
   them to that partition's transactional producer, so they commit or abort together with the
   event's offset.
 * :class:`GatedTransactionManager` replaces Faust's commit: it takes the :attr:`gate` the
-  agent holds while it processes one event, flushes the outbox, and commits exactly the
-  offsets of the events fully processed (tracked here, not Faust's ack bookkeeping), each
-  partition's transaction in parallel.
+  agent holds while it processes one event, flushes the outbox, and notes exactly the
+  offsets of the events fully processed (tracked here, not Faust's ack bookkeeping). Then it
+  lets go of the gate and commits each partition's transaction, in parallel, while the agent
+  goes on with the next events: their records wait in the outbox (which nothing flushes
+  while :attr:`ExactlyOnceState.sending` is held) and go into the next transactions. A
+  final commit (stop, revocation: no transaction follows) keeps the gate to the end.
 * :class:`CommittedRecovery` tells Faust's table recovery where each changelog's committed
   data ends. Faust aims at the last stable offset minus one, which under transactions is a
   commit or abort marker that is never delivered; it then notices only after two idle
@@ -85,15 +88,22 @@ class ExactlyOnceState:
     """What the agent and the commit share: the gate, the outbox and processed offsets."""
 
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
     processed: dict[TP, int] = field(default_factory=dict)
     committed: dict[TP, int] = field(default_factory=dict)
     outbox: TransactionalOutbox | None = None
     commits: int = 0
     commit_seconds: float = 0.0
+    last_commit_at: float = 0.0
 
     def mark_processed(self, tp: TP, offset: int) -> None:
         """The event at ``offset`` and all before it are done; commit up to offset + 1."""
         self.processed[tp] = offset + 1
+
+    def has_uncommitted(self) -> bool:
+        """Whether some processed event still waits for its transaction to commit."""
+        committed = self.committed
+        return any(offset > committed.get(tp, -1) for tp, offset in self.processed.items())
 
     def forget(self, tps: Sequence[TP] | set[TP]) -> None:
         """Drop the bookkeeping of partitions this worker no longer owns."""
@@ -223,28 +233,42 @@ class GatedTransactionManager(TransactionManager):
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         state = exactly_once_state(self.app)
-        async with state.gate:
-            began = time.monotonic()
-            try:
-                return await self._commit_processed(state, start_new_transaction)
-            except Exception as exc:
-                # Nothing of the failed transactions is visible; the restarted worker
-                # resumes from the last committed offsets.
-                log.error("transaction commit failed, stopping the worker: %r", exc)
-                await self.app.crash(exc)
-                raise
-            finally:
-                state.commit_seconds += time.monotonic() - began
+        began = time.monotonic()
+        try:
+            async with state.sending:
+                if not start_new_transaction:
+                    async with state.gate:
+                        return await self._commit_processed(state, start_new=False)
+                async with state.gate:
+                    due = await self._take_processed(state)
+                return await self._commit_due(state, due, start_new=True)
+        except Exception as exc:
+            # Nothing of the failed transactions is visible; the restarted worker
+            # resumes from the last committed offsets.
+            log.error("transaction commit failed, stopping the worker: %r", exc)
+            await self.app.crash(exc)
+            raise
+        finally:
+            state.last_commit_at = time.monotonic()
+            state.commit_seconds += state.last_commit_at - began
 
     async def _commit_processed(self, state: ExactlyOnceState, start_new: bool) -> bool:
+        return await self._commit_due(state, await self._take_processed(state), start_new)
+
+    async def _take_processed(self, state: ExactlyOnceState) -> dict[TP, int]:
+        """Hand the outbox to the producers; the offsets that commit with it."""
         if state.outbox is not None:
             await state.outbox.flush()
         assigned = self.consumer.assignment()
-        due = {
+        return {
             tp: offset
             for tp, offset in state.processed.items()
             if tp in assigned and offset > state.committed.get(tp, -1)
         }
+
+    async def _commit_due(
+        self, state: ExactlyOnceState, due: dict[TP, int], start_new: bool
+    ) -> bool:
         if not due:
             return False
         group_id = self.app.conf.id

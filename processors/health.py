@@ -5,8 +5,9 @@ tables (it is processing), 503 before that and while a rebalance is under way; t
 says which. ``GET /metrics`` returns the counters of this worker process as JSON: actions
 processed, changes emitted (``late`` ones counted apart as well), duplicates dropped, no-op
 updates, dead letters, commits (each one transaction per partition) and the time spent
-committing, during which processing waits. Counters start at zero when the process
-starts; they count work done, including work a crash later rolled back.
+committing (processing goes on meanwhile, but for handing the outbox over). Counters start
+at zero when the process starts; they count work done, including work a crash later rolled
+back.
 """
 
 from __future__ import annotations

@@ -95,13 +95,15 @@ class _ChildIndex:
     skipped: int = 0
 
     @classmethod
-    def setup(cls, path: str, topic: str) -> None:
+    def setup(cls, parent: int, path: str, topic: str) -> None:
         # The parent handles Ctrl-C and SIGTERM and closes the writer itself.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        # A parent killed outright (SIGKILL) cannot close the writer: leave with it.
+        # A parent killed outright (SIGKILL) cannot close the writer: leave with it. The
+        # parent's pid comes from the parent: one killed while this process was starting
+        # has already left, and os.getppid() here would name whoever adopted us.
         threading.Thread(
-            target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+            target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True
         ).start()
         from schemas.codec import default_codec
 
@@ -155,7 +157,7 @@ class IndexWriter:
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_ChildIndex.setup,
-            initargs=(str(index.path), index.topic),
+            initargs=(os.getpid(), str(index.path), index.topic),
         )
 
     async def call(self, method: str, *args: Any) -> Any:

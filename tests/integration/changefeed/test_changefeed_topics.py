@@ -1,6 +1,7 @@
 """Topics as code against the real broker: created once, drift corrected or reported."""
 
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from worker_process import wait_until
 
 from changefeed.config import SEVEN_DAYS_MS, Settings
 from changefeed.kafka.admin import admin_client
@@ -26,6 +27,12 @@ def test_retention_drift_is_corrected(settings: Settings) -> None:
         admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, changes, configs={"retention.ms": "1000"})]
         )
+    # The broker applies an accepted change from its metadata log a moment later.
+    wait_until(
+        lambda: describe_topics(settings, [changes])[changes]["configs"]["retention.ms"] == "1000",
+        30,
+        "the altered retention to show",
+    )
     reports = {r.name: r for r in ensure_topics(settings)}
     assert reports[changes].corrected == {"retention.ms": ("1000", str(SEVEN_DAYS_MS))}
     assert describe_topics(settings, [changes])[changes]["configs"]["retention.ms"] == str(
