@@ -7,9 +7,9 @@ table entries, queues the change (to ``changes``, same partition as the action, 
 subject) or the dead letter (to ``actions.dlq``) in the outbox of the record's partition, and
 marks the record processed. :mod:`processors.exactly_once` commits all of it together.
 
-When the agent runs out of records to process it asks for a commit at once rather than
-waiting for the commit timer, so that at moderate rates a change is readable within about
-one transaction commit of its action arriving.
+When the agent has processed everything the broker holds for its partitions it asks for a
+commit at once rather than waiting for the commit timer, so that at moderate rates a change
+is readable within about one transaction commit of its action arriving.
 
 Every so often (:data:`PURGE_INTERVAL_S`) and a bounded number at a time
 (:data:`PURGE_BATCH`), the agent also forgets the ids and index entries of its partition
@@ -130,7 +130,8 @@ def exactly_once_agent(
     (:func:`~processors.exactly_once.exactly_once_state`), synchronously: it runs under the
     gate, so a commit takes all of an event or none of it. Between events the agent hands a
     full outbox to the producers (unless a commit is under way), and when it has nothing
-    left to do it asks for a commit (at most one per :data:`IDLE_COMMIT_GAP_S`).
+    left to do and has caught up with what the broker holds, it asks for a commit (at most one
+    per :data:`IDLE_COMMIT_GAP_S`).
     """
     exactly_once = exactly_once_state(app)
     outbox = exactly_once.outbox
@@ -163,9 +164,10 @@ def exactly_once_agent(
 
     @app.task
     async def commit_when_idle() -> None:
-        # Commit as soon as the agent has nothing more to do, not only on the commit timer:
-        # a change is readable once its transaction commits. Under load the agent is never
-        # idle and commits follow the timer (``broker_commit_interval``), a batch at a time.
+        # Commit as soon as the agent has caught up with its partitions, not only on the
+        # commit timer: a change is readable once its transaction commits. While a backlog
+        # waits on the broker (the agent may still run dry between two fetches) commits
+        # follow the timer (``broker_commit_interval``), a batch at a time.
         while not app.should_stop:
             await idle.wait()
             # Commits cost the broker a marker per partition written: at most one idle
@@ -173,7 +175,9 @@ def exactly_once_agent(
             # not turn into a stream of tiny transactions.
             await asyncio.sleep(exactly_once.last_commit_at + IDLE_COMMIT_GAP_S - time.monotonic())
             idle.clear()
-            if not app.rebalancing and exactly_once.has_uncommitted():
+            if app.rebalancing or not _caught_up(app.consumer, exactly_once.processed):
+                continue  # more records wait on the broker: the commit timer batches them
+            if exactly_once.has_uncommitted():
                 try:
                     await app.consumer.commit()
                 except Exception:  # noqa: BLE001 - a failed commit has stopped the worker
@@ -184,6 +188,18 @@ def exactly_once_agent(
         exactly_once.forget(revoked)
 
     return process
+
+
+def _caught_up(consumer: Any, processed: Mapping[TP, int]) -> bool:
+    """Whether every partition's processed position has reached its known end."""
+    for tp, next_offset in processed.items():
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not known (yet): assume nothing waits
+            continue
+        if end is not None and next_offset < end:
+            return False
+    return True
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:
