@@ -262,14 +262,16 @@ class TrafficPlanner:
     def _approve(self, view: TenantView) -> PlannedRequest:
         report_id = view.open_reports.choice(self._rng)
         view.open_reports.discard(report_id)
-        for expense_id in view.report_expenses.get(report_id, ()):
+        # Sorted: the order of discards shapes open_expenses, and a set of strings iterates
+        # in an order that changes from process to process (hash randomisation).
+        for expense_id in sorted(view.report_expenses.get(report_id, ())):
             view.open_expenses.discard(expense_id)
         return self._request(view, "approve", "expense_reports", report_id)
 
     def _delete_report(self, view: TenantView) -> PlannedRequest:
         report_id = view.open_reports.choice(self._rng)
         view.open_reports.discard(report_id)
-        for expense_id in view.report_expenses.pop(report_id, set()):
+        for expense_id in sorted(view.report_expenses.pop(report_id, set())):
             view.open_expenses.discard(expense_id)
             view.expense_report.pop(expense_id, None)
         return self._request(view, "delete", "expense_reports", report_id)

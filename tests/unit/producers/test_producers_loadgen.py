@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +26,33 @@ START = datetime(2024, 5, 1, tzinfo=UTC)
 def generate(profile: LoadProfile, count: int) -> tuple[list[dict[str, Any]], LoadTally]:
     tally = LoadTally()
     return list(generate_actions(profile, count=count, start_at=START, tally=tally)), tally
+
+
+STREAM_DIGEST = """
+import hashlib, json
+from datetime import UTC, datetime
+from producers.loadgen import LoadProfile, generate_actions
+profile = LoadProfile(seed=9, duplicate_rate=0.05, out_of_order_rate=0.1)
+start = datetime(2024, 5, 1, tzinfo=UTC)
+actions = list(generate_actions(profile, count=3000, start_at=start))
+print(hashlib.sha256(json.dumps(actions, default=str, sort_keys=True).encode()).hexdigest())
+"""
+
+
+def test_the_stream_is_the_same_in_every_process() -> None:
+    # Each Python process hashes strings differently (PYTHONHASHSEED): nothing in the
+    # stream may depend on the iteration order of a set or dict of strings.
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", STREAM_DIGEST],
+            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for hash_seed in (1, 2, 3)
+    }
+    assert len(digests) == 1, digests
 
 
 def test_the_stream_is_the_same_for_the_same_seed_and_differs_for_another() -> None:
