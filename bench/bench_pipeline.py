@@ -63,6 +63,7 @@ from processors import models
 from processors.dead_letters import RawRecord
 from processors.pipeline import ActionPipeline
 from processors.redact import Redactor
+from processors.tables import scan_prefix
 from processors.worker import settle_garbage_collector
 from producers.loadgen import LoadProfile, generate_actions
 from schemas.codec import default_codec
@@ -314,10 +315,7 @@ class RocksState:
         return value
 
     def scan(self, table: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self.dbs[table].items(from_key=prefix):
-            if not key.startswith(prefix):
-                return
-            yield key, value
+        return scan_prefix(self.dbs[table], prefix)
 
     def apply(self, writes: list[Any]) -> None:
         for write in writes:

@@ -18,7 +18,7 @@ import faust
 
 from changefeed.config import Settings
 from changefeed.topics import TopicSpec, ensure_topics
-from processors.agents import exactly_once_agent
+from processors.agents import actions_topic, exactly_once_agent
 from processors.app import new_app
 from processors.exactly_once import TransactionalOutbox, exactly_once_state
 from processors.health import register_views
@@ -39,13 +39,7 @@ def main() -> int:
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = new_app(settings)
-    source = app.topic(
-        settings.topic("actions"),
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=False,
-    )
+    source = actions_topic(app, settings)
     outbox = TransactionalOutbox(app, settings.topic("actions"))
     exactly_once_state(app).outbox = outbox
 

@@ -44,17 +44,22 @@ OUTBOX_HARD_LIMIT = 4 * 1024 * 1024
 """Queued bytes at which the agent waits for a commit in progress to flush the outbox."""
 
 
-def register_agents(
-    app: faust.App, settings: Settings, pipeline: ActionPipeline, tables: ChangeTables
-) -> faust.types.AgentT:
-    """Declare the ``actions`` topic and the ``process_actions`` agent on ``app``."""
-    actions_topic = app.topic(
+def actions_topic(app: faust.App, settings: Settings) -> faust.types.TopicT:
+    """The ``actions`` topic on ``app``, its records as raw bytes."""
+    return app.topic(
         settings.topic("actions"),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
         internal=False,
     )
+
+
+def register_agents(
+    app: faust.App, settings: Settings, pipeline: ActionPipeline, tables: ChangeTables
+) -> faust.types.AgentT:
+    """Declare the ``actions`` topic and the ``process_actions`` agent on ``app``."""
+    actions = actions_topic(app, settings)
     changes_name = settings.topic("changes")
     dlq_name = settings.topic("actions.dlq")
     exactly_once = exactly_once_state(app)
@@ -105,7 +110,7 @@ def register_agents(
         counters.count(outcome.kind)
         maybe_purge(view, time.time())
 
-    agent = exactly_once_agent(app, actions_topic, "process_actions", handle)
+    agent = exactly_once_agent(app, actions, "process_actions", handle)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
@@ -177,11 +182,10 @@ def exactly_once_agent(
             idle.clear()
             if app.rebalancing or not _caught_up(app.consumer, exactly_once.processed):
                 continue  # more records wait on the broker: the commit timer batches them
-            if exactly_once.has_uncommitted():
-                try:
-                    await app.consumer.commit()
-                except Exception:  # noqa: BLE001 - a failed commit has stopped the worker
-                    return
+            try:
+                await app.consumer.commit()  # commits nothing when everything is committed
+            except Exception:  # noqa: BLE001 - a failed commit has stopped the worker
+                return
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:

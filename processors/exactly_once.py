@@ -100,11 +100,6 @@ class ExactlyOnceState:
         """The event at ``offset`` and all before it are done; commit up to offset + 1."""
         self.processed[tp] = offset + 1
 
-    def has_uncommitted(self) -> bool:
-        """Whether some processed event still waits for its transaction to commit."""
-        committed = self.committed
-        return any(offset > committed.get(tp, -1) for tp, offset in self.processed.items())
-
     def forget(self, tps: Sequence[TP] | set[TP]) -> None:
         """Drop the bookkeeping of partitions this worker no longer owns."""
         for tp in tps:
@@ -236,11 +231,10 @@ class GatedTransactionManager(TransactionManager):
         began = time.monotonic()
         try:
             async with state.sending:
-                if not start_new_transaction:
-                    async with state.gate:
-                        return await self._commit_processed(state, start_new=False)
                 async with state.gate:
                     due = await self._take_processed(state)
+                    if not start_new_transaction:  # a last commit: nothing may follow it
+                        return await self._commit_due(state, due, start_new=False)
                 return await self._commit_due(state, due, start_new=True)
         except Exception as exc:
             # Nothing of the failed transactions is visible; the restarted worker
@@ -251,9 +245,6 @@ class GatedTransactionManager(TransactionManager):
         finally:
             state.last_commit_at = time.monotonic()
             state.commit_seconds += state.last_commit_at - began
-
-    async def _commit_processed(self, state: ExactlyOnceState, start_new: bool) -> bool:
-        return await self._commit_due(state, await self._take_processed(state), start_new)
 
     async def _take_processed(self, state: ExactlyOnceState) -> dict[TP, int]:
         """Hand the outbox to the producers; the offsets that commit with it."""

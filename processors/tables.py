@@ -211,7 +211,7 @@ class PartitionTables:
         return value
 
     def scan(self, table: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return _scan(self._dbs[table], prefix)
+        return scan_prefix(self._dbs[table], prefix)
 
     def apply(self, writes: list[Write]) -> None:
         outbox = self._outbox
@@ -237,7 +237,7 @@ def _open_dbs(table: faust.Table) -> list[Any]:
     return list(table.data._dbs.values())  # type: ignore[attr-defined]
 
 
-def _scan(db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+def scan_prefix(db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     for key, value in db.items(from_key=prefix):
         if not key.startswith(prefix):
             return
@@ -254,4 +254,4 @@ def _get_any(table: faust.Table, key: bytes) -> bytes | None:
 
 def _scan_all(table: faust.Table, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     for db in _open_dbs(table):
-        yield from _scan(db, prefix)
+        yield from scan_prefix(db, prefix)
