@@ -63,7 +63,6 @@ from processors import models
 from processors.dead_letters import RawRecord
 from processors.pipeline import ActionPipeline
 from processors.redact import Redactor
-from processors.tables import scan_prefix
 from processors.worker import settle_garbage_collector
 from producers.loadgen import LoadProfile, generate_actions
 from schemas.codec import default_codec
@@ -302,7 +301,7 @@ def wait_committed(settings: Settings, count: int, workers: list[Worker]) -> tup
 
 
 class RocksState:
-    """The five tables of one partition in RocksDB, as the worker keeps them, minus Faust."""
+    """The tables of one partition in RocksDB, as the worker keeps them, minus Faust."""
 
     def __init__(self, path: Path) -> None:
         options = rocksdict.Options(raw_mode=True)
@@ -313,9 +312,6 @@ class RocksState:
     def get(self, table: str, key: bytes) -> bytes | None:
         value: bytes | None = self.dbs[table].get(key)
         return value
-
-    def scan(self, table: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return scan_prefix(self.dbs[table], prefix)
 
     def apply(self, writes: list[Any]) -> None:
         for write in writes:

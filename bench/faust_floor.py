@@ -1,11 +1,12 @@
 """A worker that forwards each ``actions`` record, exactly once, and does nothing else.
 
-The floor under the processors' own work: the same app configuration, agent loop, outbox
-and transactions as ``changefeed worker`` (:mod:`processors.app`, :mod:`processors.agents`),
+The floor under the processors' own work: the same app configuration, batching consumer,
+agent loop, outbox and transactions as ``changefeed worker`` (:mod:`processors.app`, :mod:`processors.agents`),
 but no decoding, no state and no encoding. Each record is copied, bytes unchanged, to
 ``FLOOR_FANOUT`` sink topics ``<prefix>floor.<n>`` (same partition), so a fan-out of 7 puts
 on Kafka what the processors put there per changed action: the change and six table
-changelog entries. ``bench/bench_pipeline.py`` (phase ``floor``) runs it in a subprocess
+changelog entries (now two per changed action: ``FLOOR_FANOUT=3`` is the worker's shape).
+``bench/bench_pipeline.py`` (phase ``floor``) runs it in a subprocess
 with the settings in the environment, as for ``changefeed worker``.
 """
 
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-
-import faust
+from typing import Any
 
 from changefeed.config import Settings
 from changefeed.topics import TopicSpec, ensure_topics
@@ -43,10 +43,12 @@ def main() -> int:
     outbox = TransactionalOutbox(app, settings.topic("actions"))
     exactly_once_state(app).outbox = outbox
 
-    def forward(event: faust.EventT) -> None:
-        message = event.message
-        for sink in sinks:
-            outbox.add(message.partition, sink, message.partition, message.key, message.value)
+    def forward(tp: Any, records: list[Any]) -> None:
+        partition = tp.partition
+        add = outbox.add
+        for record in records:
+            for sink in sinks:
+                add(partition, sink, partition, record.key, record.value)
 
     exactly_once_agent(app, source, "forward", forward)
     register_views(app)

@@ -32,9 +32,6 @@ class Cleanup(StrEnum):
 TABLE_CLEANUP: dict[str, Cleanup] = {
     "subject_state": Cleanup.COMPACT,
     "seen_events": Cleanup.COMPACT_DELETE,
-    "change_by_id": Cleanup.COMPACT_DELETE,
-    "changes_by_request": Cleanup.COMPACT_DELETE,
-    "subject_history": Cleanup.COMPACT_DELETE,
 }
 
 

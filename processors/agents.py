@@ -1,19 +1,22 @@
 """The ``process_actions`` agent: every ``actions`` record becomes one outcome, exactly once.
 
-One agent instance (``concurrency=1``) handles the records of all assigned partitions, each
-partition in offset order. For one record it holds the exactly-once gate (so no commit can
-fall in the middle), runs :class:`~processors.pipeline.ActionPipeline`, writes the outcome's
-table entries, queues the change (to ``changes``, same partition as the action, key = the
-subject) or the dead letter (to ``actions.dlq``) in the outbox of the record's partition, and
-marks the record processed. :mod:`processors.exactly_once` commits all of it together.
+Records reach the agent in batches: the app's consumer
+(:class:`~processors.faust_adapter.BatchingConsumer`) puts each fetch of ``actions`` on a
+channel as one :class:`~processors.faust_adapter.FetchedBatch`, so no record pays Faust's
+per-event stream path. One agent instance (``concurrency=1``) takes a batch, and under the
+exactly-once gate (so that no commit falls in the middle of an action) runs
+:class:`~processors.pipeline.ActionPipeline` on each record of each partition in offset
+order, writes the outcome's table entries, queues the change (to ``changes``, same partition
+as the action, key = the subject) or the dead letter (to ``actions.dlq``) in the outbox of
+the record's partition, and marks the records processed. :mod:`processors.exactly_once`
+commits all of it together, one transaction per partition.
+
+A batch of an earlier epoch (fetched before a rebalance or a final commit) is dropped
+unprocessed: its partitions' committed offsets say where the next owner starts.
 
 When the agent has processed everything the broker holds for its partitions it asks for a
 commit at once rather than waiting for the commit timer, so that at moderate rates a change
 is readable within about one transaction commit of its action arriving.
-
-Every so often (:data:`PURGE_INTERVAL_S`) and a bounded number at a time
-(:data:`PURGE_BATCH`), the agent also forgets the ids and index entries of its partition
-that aged out of the retention window.
 """
 
 from __future__ import annotations
@@ -30,18 +33,24 @@ from faust.types import TP
 from changefeed.config import Settings
 from processors.dead_letters import RawRecord
 from processors.exactly_once import TransactionalOutbox, exactly_once_state
+from processors.faust_adapter import FetchedBatch, batch_source
 from processors.health import counters_of
 from processors.pipeline import ActionPipeline, OutcomeKind
 from processors.tables import ChangeTables, PartitionTables
 
 log = logging.getLogger(__name__)
 
-PURGE_INTERVAL_S = 1.0
-PURGE_BATCH = 500
 DEAD_LETTER_PARTITION = 0
 IDLE_COMMIT_GAP_S = 0.05
 OUTBOX_HARD_LIMIT = 4 * 1024 * 1024
 """Queued bytes at which the agent waits for a commit in progress to flush the outbox."""
+CHUNK = 256
+"""Records handled between two yields to the event loop (web requests wait no longer)."""
+BATCH_QUEUE = 4
+"""Fetched batches waiting for the agent; the fetch loop waits when they are this many."""
+
+PartitionHandler = Callable[[TP, list[Any]], None]
+"""Handles records of one partition, in offset order, synchronously (under the gate)."""
 
 
 def actions_topic(app: faust.App, settings: Settings) -> faust.types.TopicT:
@@ -66,7 +75,6 @@ def register_agents(
     outbox = exactly_once.outbox = TransactionalOutbox(app, settings.topic("actions"))
     counters = counters_of(app)
     views: dict[int, PartitionTables] = {}
-    last_purge: dict[int, float] = {}
 
     def view_of(partition: int) -> PartitionTables:
         view = views.get(partition)
@@ -74,50 +82,47 @@ def register_agents(
             view = views[partition] = PartitionTables(tables, outbox, partition)
         return view
 
-    def maybe_purge(view: PartitionTables, now: float) -> None:
-        if now - last_purge.get(view.partition, 0.0) < PURGE_INTERVAL_S:
-            return
-        last_purge[view.partition] = now
-        doomed = pipeline.expired(view, int(now * 1000), PURGE_BATCH)
-        for table, key in doomed:
-            view.forget(table, key)
-        counters.purged += sum(1 for _, key in doomed if key.startswith(b"id\x00"))
+    def write_pending() -> None:
+        for view in views.values():
+            view.write_pending()
 
-    def handle(event: faust.EventT) -> None:
-        message = event.message
-        partition = message.partition
+    exactly_once.before_commit.append(write_pending)
+
+    def handle(tp: TP, records: list[Any]) -> None:
+        partition = tp.partition
         view = view_of(partition)
-        raw = RawRecord(
-            topic=message.topic,
-            partition=partition,
-            offset=message.offset,
-            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-            key=message.key,
-            value=message.value,
-            headers=_headers(message.headers),
-        )
-        outcome = pipeline.process(raw, view)
-        view.apply(outcome.writes)
-        if outcome.publishes_change:
-            outbox.add(
-                partition, changes_name, partition, outcome.key, outcome.value, outcome.headers
+        process = pipeline.process
+        count = counters.count
+        for message in records:
+            raw = RawRecord(
+                topic=message.topic,
+                partition=partition,
+                offset=message.offset,
+                timestamp_ms=message.timestamp,
+                key=message.key,
+                value=message.value,
+                headers=_headers(message.headers),
             )
-        elif outcome.kind is OutcomeKind.DEAD_LETTER:
-            outbox.add(partition, dlq_name, DEAD_LETTER_PARTITION, outcome.key, outcome.value)
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s", raw.topic, partition, raw.offset, outcome.reason
-            )
-        counters.count(outcome.kind)
-        maybe_purge(view, time.time())
+            outcome = process(raw, view)
+            if outcome.writes:
+                view.apply(outcome.writes)
+            if outcome.publishes_change:
+                outbox.add(
+                    partition, changes_name, partition, outcome.key, outcome.value, outcome.headers
+                )
+            elif outcome.kind is OutcomeKind.DEAD_LETTER:
+                outbox.add(partition, dlq_name, DEAD_LETTER_PARTITION, outcome.key, outcome.value)
+                log.warning(
+                    "dead-lettered %s[%d]@%d: %s", raw.topic, partition, raw.offset, outcome.reason
+                )
+            count(outcome.kind)
 
     agent = exactly_once_agent(app, actions, "process_actions", handle)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
-        views.clear()
-
-    @app.on_partitions_assigned.connect
-    async def reopen_assigned(sender: faust.App, assigned: set[TP], **kwargs: Any) -> None:
+        for view in views.values():
+            view.discard_pending()
         views.clear()
 
     return agent
@@ -127,13 +132,13 @@ def exactly_once_agent(
     app: faust.App,
     topic: faust.types.TopicT,
     name: str,
-    handle: Callable[[faust.EventT], None],
+    handle: PartitionHandler,
 ) -> faust.types.AgentT:
-    """An agent calling ``handle`` on each event of ``topic``, exactly once.
+    """An agent calling ``handle`` on the records of ``topic``, in batches, exactly once.
 
-    ``handle`` must put everything the event produces in the app's outbox
+    ``handle`` must put everything the records produce in the app's outbox
     (:func:`~processors.exactly_once.exactly_once_state`), synchronously: it runs under the
-    gate, so a commit takes all of an event or none of it. Between events the agent hands a
+    gate, so a commit takes all of a record or none of it. Between chunks the agent hands a
     full outbox to the producers (unless a commit is under way), and when it has nothing
     left to do and has caught up with what the broker holds, it asks for a commit (at most one
     per :data:`IDLE_COMMIT_GAP_S`).
@@ -142,22 +147,35 @@ def exactly_once_agent(
     outbox = exactly_once.outbox
     if outbox is None:
         raise ValueError("give the app its TransactionalOutbox before declaring the agent")
+    batches: faust.ChannelT[Any] = app.channel(maxsize=BATCH_QUEUE)
+    batch_source(app, topic.get_topic_name(), batches, lambda: exactly_once.epoch)
+    app.topics.add(topic)  # subscribed, though no stream iterates it
     idle = asyncio.Event()
 
-    @app.agent(topic, name=name, concurrency=1)
-    async def process(stream: faust.StreamT[Any]) -> None:
-        async for event in stream.events():
-            try:
-                async with exactly_once.gate:
-                    handle(event)
-                    exactly_once.mark_processed(event.message.tp, event.message.offset)
+    async def process_batch(batch: FetchedBatch) -> None:
+        gate = exactly_once.gate
+        for tp, records in batch.parts:
+            for start in range(0, len(records), CHUNK):
+                async with gate:
+                    if batch.epoch != exactly_once.epoch:
+                        return  # a rebalance or stop came first: the next owner redoes it
+                    chunk = records[start : start + CHUNK]
+                    handle(tp, chunk)
+                    exactly_once.mark_processed(tp, chunk[-1].offset)
                 if outbox.pending_bytes >= outbox.flush_bytes and (
                     not exactly_once.sending.locked() or outbox.pending_bytes >= OUTBOX_HARD_LIMIT
                 ):
-                    # Between events, never while a commit is under way: what is
-                    # flushed belongs to the transactions that commit next.
+                    # Between chunks, never while a commit is under way: what is flushed
+                    # belongs to the transactions that commit next.
                     async with exactly_once.sending:
                         await outbox.flush()
+                await asyncio.sleep(0)
+
+    @app.agent(batches, name=name, concurrency=1)
+    async def process(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream:
+            try:
+                await process_batch(batch)
                 if stream.channel.empty():
                     idle.set()
             except Exception as exc:

@@ -14,8 +14,9 @@ Tuning, measured with ``bench/bench_pipeline.py`` on a 2-core machine:
 * ``producer_max_batch_size`` 512 KiB: the outbox hands over whole batches per partition.
 * ``broker_session_timeout`` 10 s (Faust's default is 60 s): after a crash, the partitions
   of the dead worker are handed over once its session expires.
-* ``stream_buffer_maxsize`` and ``broker_max_poll_records`` keep a few thousand records
-  ready for the agent without holding much memory.
+* ``broker_max_poll_records`` bounds a fetched batch (the agent takes one batch at a time,
+  and the fetch loop keeps at most :data:`~processors.agents.BATCH_QUEUE` more ready);
+  ``consumer_max_fetch_size`` lets one fetch bring that many records of a partition.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ COMMIT_EVERY = 100_000
 PRODUCER_BATCH_BYTES = 512 * 1024
 SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_INTERVAL_S = 2.0
+MAX_POLL_RECORDS = 2000
+MAX_FETCH_BYTES = 2 * 1024 * 1024
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -50,7 +53,7 @@ def create_app(settings: Settings) -> faust.App:
         retention_ms=settings.retention_ms,
         source=settings.source,
     )
-    tables = define_tables(app, settings, codec)
+    tables = define_tables(app, settings)
     register_agents(app, settings, pipeline, tables)
     register_views(app)
     register_events_api(app, settings)
@@ -73,8 +76,8 @@ def new_app(settings: Settings) -> ExactlyOnceApp:
         broker_commit_interval=COMMIT_INTERVAL_S,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_linger=0.0,
-        stream_buffer_maxsize=4096,
-        broker_max_poll_records=2000,
+        broker_max_poll_records=MAX_POLL_RECORDS,
+        consumer_max_fetch_size=MAX_FETCH_BYTES,
         table_standby_replicas=0,
         TableManager=CommittedTableManager,
         broker_session_timeout=SESSION_TIMEOUT_S,

@@ -36,7 +36,13 @@ What this module does instead, and what the agents rely on:
   goes on with the next events: their records wait in the outbox (which nothing flushes
   while :attr:`ExactlyOnceState.sending` is held) and go into the next transactions. A
   final commit (stop, revocation: no transaction follows) keeps the gate to the end.
-* :class:`CommittedRecovery` tells Faust's table recovery where each changelog's committed
+* The agent marks each batch's records processed (:meth:`ExactlyOnceState.mark_processed`);
+  every commit Faust asks for (its commit timer, a rebalance, a stop) and every commit the
+  agent asks for when it has caught up lands in :class:`GatedTransactionManager`
+  (:class:`~processors.faust_adapter.BatchingConsumer` routes them there), so one
+  transaction per partition carries whole batches. A rebalance moves :attr:`ExactlyOnceState.epoch`
+  on, under the gate, once the final commit is done: batches fetched before it are dropped.
+* :func:`committed_changelog_ends` tells Faust's table recovery where each changelog's committed
   data ends. Faust aims at the last stable offset minus one, which under transactions is a
   commit or abort marker that is never delivered; it then notices only after two idle
   five-second polls. Restarts (after a crash, say) are ready some ten seconds sooner.
@@ -52,19 +58,23 @@ import logging
 import shutil
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
 import kafka
-from faust.tables.manager import TableManager
-from faust.tables.recovery import Recovery
 from faust.transport.consumer import TransactionManager
 from faust.types import TP
 
 from processors.errors import ProcessingError
+from processors.faust_adapter import (
+    BatchingApp,
+    committed_table_manager,
+    transaction_lock,
+    transactional_producer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,10 @@ class ExactlyOnceState:
     commits: int = 0
     commit_seconds: float = 0.0
     last_commit_at: float = 0.0
+    epoch: int = 0
+    """Moves on at every rebalance and stop; batches fetched in an earlier epoch are dropped."""
+    before_commit: list[Callable[[], None]] = field(default_factory=list)
+    """Called under the gate before each commit (the tables write their pending batches)."""
 
     def mark_processed(self, tp: TP, offset: int) -> None:
         """The event at ``offset`` and all before it are done; commit up to offset + 1."""
@@ -102,6 +116,7 @@ class ExactlyOnceState:
 
     def forget(self, tps: Sequence[TP] | set[TP]) -> None:
         """Drop the bookkeeping of partitions this worker no longer owns."""
+        self.epoch += 1
         for tp in tps:
             self.processed.pop(tp, None)
             self.committed.pop(tp, None)
@@ -216,8 +231,7 @@ class TransactionalOutbox:
 
     def _producer(self, source_partition: int) -> Any:
         tid = transactional_id(self.app, self.source_topic, source_partition)
-        # faust's aiokafka Producer keeps one aiokafka producer per transactional id.
-        producer = self.app.producer._transaction_producers.get(tid)  # type: ignore[attr-defined]
+        producer = transactional_producer(self.app, tid)
         if producer is None:
             raise ExactlyOnceError(f"no transactional producer {tid} (fenced or not started)")
         return producer
@@ -227,6 +241,7 @@ class GatedTransactionManager(TransactionManager):
     """Faust's transaction manager with a commit that is atomic with event processing."""
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        """Commit every processed offset (``offsets``, Faust's view, is not used)."""
         state = exactly_once_state(self.app)
         began = time.monotonic()
         try:
@@ -234,6 +249,8 @@ class GatedTransactionManager(TransactionManager):
                 async with state.gate:
                     due = await self._take_processed(state)
                     if not start_new_transaction:  # a last commit: nothing may follow it
+                        # Batches fetched until now belong to transactions that end here.
+                        state.epoch += 1
                         return await self._commit_due(state, due, start_new=False)
                 return await self._commit_due(state, due, start_new=True)
         except Exception as exc:
@@ -248,6 +265,8 @@ class GatedTransactionManager(TransactionManager):
 
     async def _take_processed(self, state: ExactlyOnceState) -> dict[TP, int]:
         """Hand the outbox to the producers; the offsets that commit with it."""
+        for write_pending in state.before_commit:
+            write_pending()
         if state.outbox is not None:
             await state.outbox.flush()
         assigned = self.consumer.assignment()
@@ -271,11 +290,9 @@ class GatedTransactionManager(TransactionManager):
         return True
 
     async def _commit_one(self, tp: TP, offset: int, group_id: str, start_new: bool) -> None:
-        producer = self.producer
         tid = transactional_id(self.app, tp.topic, tp.partition)
-        lock = producer._trn_locks[tid]  # type: ignore[attr-defined]
-        async with lock:
-            transaction = producer._transaction_producers.get(tid)  # type: ignore[attr-defined]
+        async with transaction_lock(self.app, tid):
+            transaction = transactional_producer(self.app, tid)
             if transaction is None:
                 raise ExactlyOnceError(f"no transactional producer {tid} to commit {tp}")
             await transaction.send_offsets_to_transaction({tp: offset}, group_id)
@@ -284,37 +301,20 @@ class GatedTransactionManager(TransactionManager):
                 await transaction.begin_transaction()
 
 
-class CommittedRecovery(Recovery):
-    """Faust's recovery, aiming at the last committed record instead of an unreachable marker.
+async def committed_changelog_ends(app: faust.App, tps: set[TP]) -> dict[TP, int]:
+    """Where each changelog's committed data ends, asked of the broker (for recovery).
 
     Faust reads the highwater of a changelog, under transactions, from the last stable
-    offset its consumer saw in a fetch response. Right after a rebalance no fetch has
-    happened for the newly assigned partitions, so it reads ``-1`` and then refuses to start
-    ("persisted offset is higher than the highwater"). The ends are asked of the broker
-    here instead, with a ``read_committed`` ListOffsets request (the last stable offset).
+    offset its consumer saw in a fetch response: right after a rebalance that is ``-1``.
+    This asks with a ``read_committed`` ListOffsets request, in a thread.
     """
-
-    async def _build_highwaters(
-        self, consumer: Any, tps: set[TP], destination: Any, title: str
-    ) -> None:
-        servers = [f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker_consumer]
-        last = await asyncio.get_running_loop().run_in_executor(
-            None, last_committed_offsets, servers, set(tps)
-        )
-        destination.clear()
-        for tp, offset in last.items():
-            destination[tp] = offset  # a Counter: update() would add
-        self.log.info("%s changelogs end with committed records at %r", title, last)
+    servers = [f"{url.host}:{url.port or 9092}" for url in app.conf.broker_consumer]
+    return await asyncio.get_running_loop().run_in_executor(
+        None, last_committed_offsets, servers, set(tps)
+    )
 
 
-class CommittedTableManager(TableManager):
-    """Faust's table manager with :class:`CommittedRecovery`."""
-
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = CommittedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery
+CommittedTableManager = committed_table_manager(committed_changelog_ends)
 
 
 def last_committed_offsets(servers: list[str], tps: set[TP]) -> dict[TP, int]:
@@ -358,13 +358,10 @@ def _last_committed(consumer: Any, partition: Any, end: int) -> int:
         window *= 16
 
 
-class ExactlyOnceApp(faust.App):
-    """A :class:`faust.App` whose consumer commits through :class:`GatedTransactionManager`."""
+class ExactlyOnceApp(BatchingApp):
+    """A batching app whose commits go through :class:`GatedTransactionManager`."""
 
-    def _new_transport(self) -> Any:
-        transport = super()._new_transport()
-        transport.TransactionManager = GatedTransactionManager
-        return transport
+    transaction_manager = GatedTransactionManager
 
 
 def discard_local_tables(app: faust.App) -> Path:

@@ -33,7 +33,6 @@ class ProcessingCounters:
     duplicates: int = 0
     noop: int = 0
     dead_lettered: int = 0
-    purged: int = 0
 
     def count(self, kind: OutcomeKind) -> None:
         self.processed += 1

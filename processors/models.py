@@ -1,22 +1,23 @@
 """What the processors keep per subject and per action, and how it is laid out in the tables.
 
-Every table of :mod:`processors.tables` stores raw bytes: keys are UTF-8 text (parts joined
-by ``NUL``, which no id may contain), values are compact JSON, except ``change_by_id``, which
-holds the very Avro bytes published on ``changes``. Raw bytes keep a changelog record and the
-RocksDB entry it restores into identical, and let :mod:`processors.tables` scan a key prefix.
+Two tables (:mod:`processors.tables`), raw bytes: keys are UTF-8 text, values compact JSON.
+An action writes at most one entry in each, and its change event goes to ``changes``: three
+records per action, all in the transaction that commits the action's offset. Everything
+else the events API looks up (a change by id, a request's changes, a subject's history) is
+answered by the feed index, which reads ``changes`` anyway.
 
-Key layout (the events API relies on it; see :mod:`processors.tables` for the lookups):
+========================  ==============================  ======================================
+table                     key                             value
+========================  ==============================  ======================================
+``subject_state``         ``tenant/subject_type/id``      :class:`SubjectState` (kept past
+                                                          retention)
+``seen_events``           ``event_id``                    :class:`SeenEvent` (kept for retention)
+========================  ==============================  ======================================
 
-========================  ==============================================  =================
-table                     key                                             value
-========================  ==============================================  =================
-``subject_state``         ``tenant/subject_type/subject_id``              :class:`SubjectState`
-``seen_events``           ``id NUL event_id``                             :class:`SeenEvent`
-``seen_events``           ``exp NUL <13-digit ms> NUL event_id``          expiry index entry
-``change_by_id``          ``change_id``                                   Avro ``ChangeEvent``
-``changes_by_request``    ``request_id NUL change_id``                    subject key
-``subject_history``       ``subject key NUL <12-digit sequence>``         :class:`HistoryEntry`
-========================  ==============================================  =================
+A late action is diffed against its true predecessor: the subject's state lists the
+positions and event ids of its :data:`RECENT_CHANGES` newest changes (:class:`RecentChange`),
+and the predecessor's payload is in its event id's :class:`SeenEvent`, kept for the
+retention window.
 """
 
 from __future__ import annotations
@@ -25,16 +26,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SEP = "\x00"
 SUBJECT_STATE = "subject_state"
 SEEN_EVENTS = "seen_events"
-CHANGE_BY_ID = "change_by_id"
-CHANGES_BY_REQUEST = "changes_by_request"
-SUBJECT_HISTORY = "subject_history"
-TABLE_NAMES = (SUBJECT_STATE, SEEN_EVENTS, CHANGE_BY_ID, CHANGES_BY_REQUEST, SUBJECT_HISTORY)
+TABLE_NAMES = (SUBJECT_STATE, SEEN_EVENTS)
 
-_SEEN_PREFIX = f"id{SEP}"
-EXPIRY_PREFIX = f"exp{SEP}".encode()
+RECENT_CHANGES = 8
+"""How many of a subject's newest changes its state remembers, for diffing late actions."""
+
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -44,32 +42,7 @@ def subject_key(tenant_id: str, subject_type: str, subject_id: str) -> str:
 
 
 def seen_key(event_id: str) -> bytes:
-    return f"{_SEEN_PREFIX}{event_id}".encode()
-
-
-def expiry_key(seen_ms: int, event_id: str) -> bytes:
-    """Sorts by time: a purge reads expired ids from the front, stops at the first live one."""
-    return f"exp{SEP}{seen_ms:013d}{SEP}{event_id}".encode()
-
-
-def expiry_ms(key: bytes) -> int:
-    return int(key[4:17])
-
-
-def request_key(request_id: str, change_id: str) -> bytes:
-    return f"{request_id}{SEP}{change_id}".encode()
-
-
-def request_prefix(request_id: str) -> bytes:
-    return f"{request_id}{SEP}".encode()
-
-
-def history_key(subject: str, sequence: int) -> bytes:
-    return f"{subject}{SEP}{sequence:012d}".encode()
-
-
-def history_prefix(subject: str) -> bytes:
-    return f"{subject}{SEP}".encode()
+    return event_id.encode()
 
 
 def is_older(
@@ -91,6 +64,16 @@ def _dump(values: dict[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True)
+class RecentChange:
+    """Where one recorded change of a subject stands in its order: a late action's
+    predecessor is the newest of these older than it."""
+
+    version: int | None
+    occurred_at: int
+    event_id: str
+
+
+@dataclass(frozen=True)
 class SubjectState:
     """The current state of one subject, as of its newest applied action.
 
@@ -99,6 +82,8 @@ class SubjectState:
     applied action (``None`` before any create/update/delete); a no-op update advances them
     without changing ``payload``. ``sequence`` counts the change events recorded for the
     subject (late and custom ones included): the next one gets it as ``subject_sequence``.
+    ``recent`` holds the positions of the subject's newest create/update/delete changes (late
+    ones included), at most :data:`RECENT_CHANGES`, oldest position first.
     """
 
     payload: str | None
@@ -108,6 +93,7 @@ class SubjectState:
     sequence: int
     event_id: str | None
     change_id: str | None
+    recent: tuple[RecentChange, ...] = ()
 
     def encode(self) -> bytes:
         return _dump(
@@ -119,63 +105,46 @@ class SubjectState:
                 "sequence": self.sequence,
                 "event_id": self.event_id,
                 "change_id": self.change_id,
+                "recent": [[r.version, r.occurred_at, r.event_id] for r in self.recent],
             }
         )
 
     @classmethod
     def decode(cls, data: bytes) -> SubjectState:
-        return cls(**json.loads(data))
+        values = json.loads(data)
+        recent = tuple(RecentChange(*entry) for entry in values.pop("recent", ()))
+        return cls(**values, recent=recent)
+
+    def with_recent(self, change: RecentChange) -> tuple[RecentChange, ...]:
+        """``recent`` with ``change`` added at its position, the oldest dropped past the limit."""
+        entries = list(self.recent)
+        at = len(entries)
+        while at > 0 and is_older(
+            change.version, change.occurred_at, entries[at - 1].version, entries[at - 1].occurred_at
+        ):
+            at -= 1
+        entries.insert(at, change)
+        return tuple(entries[-RECENT_CHANGES:])
 
 
 @dataclass(frozen=True)
 class SeenEvent:
-    """An event_id already processed; remembered until ``seen_ms`` + retention."""
+    """An event_id already processed; remembered for the retention window from ``seen_ms``.
+
+    ``payload`` is the redacted JSON text the subject had after this action's change (for a
+    create or update that changed something; ``None`` otherwise): a late action whose
+    predecessor this change is gets its ``previous_payload`` from here.
+    """
 
     seen_ms: int
     change_id: str | None
+    payload: str | None = None
 
     def encode(self) -> bytes:
-        return _dump({"seen_ms": self.seen_ms, "change_id": self.change_id})
+        return _dump(
+            {"seen_ms": self.seen_ms, "change_id": self.change_id, "payload": self.payload}
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> SeenEvent:
         return cls(**json.loads(data))
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One recorded change of a subject; the change itself is in ``change_by_id``."""
-
-    change_id: str
-    event_id: str
-    action: str
-    version: int | None
-    occurred_at: int
-    late: bool
-    sequence: int
-
-    def encode(self) -> bytes:
-        return _dump(
-            {
-                "change_id": self.change_id,
-                "event_id": self.event_id,
-                "action": self.action,
-                "version": self.version,
-                "occurred_at": self.occurred_at,
-                "late": self.late,
-                "sequence": self.sequence,
-            }
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> HistoryEntry:
-        return cls(**json.loads(data))
-
-
-def encode_expiry(index_keys: list[tuple[str, bytes]]) -> bytes:
-    """The value of an expiry entry: the index keys (table, key) to forget with the id."""
-    return _JSON.encode([[table, key.decode()] for table, key in index_keys]).encode()
-
-
-def decode_expiry(data: bytes) -> list[tuple[str, bytes]]:
-    return [(table, key.encode()) for table, key in json.loads(data)]

@@ -12,13 +12,16 @@ Steps: decode and validate -> dedupe on event_id -> order guard -> redact -> dif
 * **Bad input** (undecodable bytes, an unknown writer schema, a missing or invalid field, a
   payload that is not the JSON it claims to be) becomes a dead letter with its reason. Its
   event_id is not remembered, so a corrected re-send is processed.
-* **Duplicates**: an event_id seen within the retention window yields nothing.
+* **Duplicates**: an event_id seen within the retention window yields nothing (its entry
+  in ``seen_events`` says when it was first seen; older entries count as unseen, and the
+  table drops them).
 * **Order**: an action's position is its ``version`` when it and the current state both
   have one, else its ``occurred_at`` (see :func:`processors.models.is_older`). An action
   older than the current state is **late**: it never changes the current state; it is
   emitted with ``late = true``, diffed against its true predecessor (the newest recorded
-  change older than it, found in the subject's history; none if that is older than the
-  retention window), and recorded in the history and indexes like any other change.
+  change older than it among the subject's :data:`~processors.models.RECENT_CHANGES`
+  newest, its payload kept with its event id for the retention window; none if it is older
+  than those or than the window), and takes a ``subject_sequence`` like any other change.
 * **No-op**: an update (or a create of a subject that exists) whose redacted payload equals
   the state it follows emits nothing; a delete of a subject already deleted emits nothing.
   An in-order no-op still advances the subject's position, so older actions count as late.
@@ -39,7 +42,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -56,7 +59,7 @@ from processors.dead_letters import (
 from processors.diff import diff_payloads, to_avro_changes
 from processors.errors import ProcessingError
 from processors.identity import change_id as derive_change_id
-from processors.models import HistoryEntry, SeenEvent, SubjectState
+from processors.models import RecentChange, SeenEvent, SubjectState
 from processors.redact import Redactor
 from schemas.cloudevents import cloudevent_headers
 from schemas.errors import DecodeError, EncodeError, SchemaError
@@ -94,10 +97,6 @@ class StateReader(Protocol):
     """Read access to the tables of one partition (the partition of the record)."""
 
     def get(self, table: str, key: bytes) -> bytes | None: ...
-
-    def scan(self, table: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Entries whose key starts with ``prefix``, in ascending key order."""
-        ...
 
 
 class OutcomeKind(StrEnum):
@@ -198,26 +197,6 @@ class ActionPipeline:
             log.exception("processing %s[%d]@%d failed", raw.topic, raw.partition, raw.offset)
             return self._dead_letter(raw, PROCESSING_ERROR, exc, now_us)
 
-    def expired(self, state: StateReader, now_ms: int, limit: int) -> list[tuple[str, bytes]]:
-        """Up to ``limit`` ids first seen more than the retention ago, with their index keys.
-
-        Returns (table, key) pairs to forget, oldest first: each id's ``seen_events`` entry,
-        its expiry entry, and its ``change_by_id``/``changes_by_request``/``subject_history``
-        entries. Reading stops at the first id still inside the window, so the cost is
-        proportional to what expired, not to the size of the table.
-        """
-        cutoff = now_ms - self.retention_ms
-        doomed: list[tuple[str, bytes]] = []
-        entries = state.scan(models.SEEN_EVENTS, models.EXPIRY_PREFIX)
-        for purged, (key, value) in enumerate(entries):
-            if purged >= limit or models.expiry_ms(key) >= cutoff:
-                break
-            event_id = key.split(models.SEP.encode(), 2)[2].decode()
-            doomed.append((models.SEEN_EVENTS, models.seen_key(event_id)))
-            doomed.extend(models.decode_expiry(value))
-            doomed.append((models.SEEN_EVENTS, key))
-        return doomed
-
     # -- decode and validate -------------------------------------------------------------
 
     def _decode(self, raw: RawRecord) -> _Action:
@@ -279,8 +258,8 @@ class ActionPipeline:
     # -- dedupe, order guard, redact, diff -----------------------------------------------
 
     def _derive(self, action: _Action, state: StateReader, now_us: int) -> Outcome:
-        seen = models.seen_key(action.event_id)
-        if state.get(models.SEEN_EVENTS, seen) is not None:
+        seen = state.get(models.SEEN_EVENTS, models.seen_key(action.event_id))
+        if seen is not None and self._within_window(seen, now_us):
             return Outcome(OutcomeKind.DUPLICATE)
         raw_state = state.get(models.SUBJECT_STATE, action.subject.encode())
         current = SubjectState.decode(raw_state) if raw_state is not None else None
@@ -296,7 +275,7 @@ class ActionPipeline:
             )
         )
         if late:
-            previous_text = self._predecessor_payload(action, state)
+            previous_text = self._predecessor_payload(action, current, state, now_us)
         elif action.changes_state and current is not None and not current.deleted:
             previous_text = current.payload
         else:
@@ -321,36 +300,10 @@ class ActionPipeline:
             raise ProcessingError(
                 f"the change event would be {len(value)} bytes, over {self.max_record_bytes}"
             )
-        history = models.history_key(action.subject, sequence)
-        by_request = models.request_key(action.request_id, cid)
         new_state = self._next_state(action, current, payload_text, late, sequence, cid)
         writes = [
             Write(models.SUBJECT_STATE, action.subject.encode(), new_state.encode()),
-            Write(models.CHANGE_BY_ID, cid.encode(), value),
-            Write(models.CHANGES_BY_REQUEST, by_request, action.subject.encode()),
-            Write(
-                models.SUBJECT_HISTORY,
-                history,
-                HistoryEntry(
-                    change_id=cid,
-                    event_id=action.event_id,
-                    action=action.action,
-                    version=action.version,
-                    occurred_at=action.occurred_at,
-                    late=late,
-                    sequence=sequence,
-                ).encode(),
-            ),
-            *self._remember(
-                action.event_id,
-                cid,
-                now_us,
-                [
-                    (models.CHANGE_BY_ID, cid.encode()),
-                    (models.CHANGES_BY_REQUEST, by_request),
-                    (models.SUBJECT_HISTORY, history),
-                ],
-            ),
+            self._remember(action, cid, payload_text if action.changes_state else None, now_us),
         ]
         headers = cloudevent_headers(
             id=cid,
@@ -362,6 +315,9 @@ class ActionPipeline:
         )
         kind = OutcomeKind.LATE if late else OutcomeKind.CHANGED
         return Outcome(kind, action.subject.encode(), value, headers, record, writes)
+
+    def _within_window(self, seen: bytes, now_us: int) -> bool:
+        return SeenEvent.decode(seen).seen_ms >= now_us // 1000 - self.retention_ms
 
     @staticmethod
     def _is_noop(
@@ -378,7 +334,7 @@ class ActionPipeline:
     def _noop(
         self, action: _Action, current: SubjectState | None, late: bool, now_us: int
     ) -> Outcome:
-        writes = self._remember(action.event_id, None, now_us, [])
+        writes = [self._remember(action, None, None, now_us)]
         if not late and current is not None:
             advanced = replace(
                 current,
@@ -389,41 +345,28 @@ class ActionPipeline:
             writes.append(Write(models.SUBJECT_STATE, action.subject.encode(), advanced.encode()))
         return Outcome(OutcomeKind.NOOP, writes=writes)
 
-    def _remember(
-        self, event_id: str, cid: str | None, now_us: int, index_keys: list[tuple[str, bytes]]
-    ) -> list[Write]:
-        seen_ms = now_us // 1000
-        return [
-            Write(models.SEEN_EVENTS, models.seen_key(event_id), SeenEvent(seen_ms, cid).encode()),
-            Write(
-                models.SEEN_EVENTS,
-                models.expiry_key(seen_ms, event_id),
-                models.encode_expiry(index_keys),
-            ),
-        ]
+    @staticmethod
+    def _remember(action: _Action, cid: str | None, payload: str | None, now_us: int) -> Write:
+        seen = SeenEvent(now_us // 1000, cid, payload)
+        return Write(models.SEEN_EVENTS, models.seen_key(action.event_id), seen.encode())
 
-    def _predecessor_payload(self, action: _Action, state: StateReader) -> str | None:
-        """The state the subject had just before ``action``'s position, from its history."""
-        best: HistoryEntry | None = None
-        for _, value in state.scan(models.SUBJECT_HISTORY, models.history_prefix(action.subject)):
-            entry = HistoryEntry.decode(value)
-            if entry.action not in _STATE_ACTIONS:
-                continue
+    def _predecessor_payload(
+        self, action: _Action, current: SubjectState, state: StateReader, now_us: int
+    ) -> str | None:
+        """The state the subject had just before ``action``'s position (see the module doc)."""
+        best: RecentChange | None = None
+        for entry in current.recent:  # oldest position first
             if not models.is_older(
                 entry.version, entry.occurred_at, action.version, action.occurred_at
             ):
-                continue
-            if best is None or models.is_older(
-                best.version, best.occurred_at, entry.version, entry.occurred_at
-            ):
-                best = entry
+                break
+            best = entry
         if best is None:
             return None
-        change = state.get(models.CHANGE_BY_ID, best.change_id.encode())
-        if change is None:
+        seen = state.get(models.SEEN_EVENTS, models.seen_key(best.event_id))
+        if seen is None or not self._within_window(seen, now_us):
             return None
-        text: str | None = self.codec.decode(change, CHANGE_EVENT_SCHEMA)["current_payload"]
-        return text
+        return SeenEvent.decode(seen).payload
 
     @staticmethod
     def _next_state(
@@ -434,10 +377,14 @@ class ActionPipeline:
         sequence: int,
         cid: str,
     ) -> SubjectState:
-        if current is not None and (late or not action.changes_state):
-            return replace(current, sequence=sequence + 1)
         if not action.changes_state:
+            if current is not None:
+                return replace(current, sequence=sequence + 1)
             return SubjectState(None, False, None, None, sequence + 1, None, None)
+        recorded = RecentChange(action.version, action.occurred_at, action.event_id)
+        recent = current.with_recent(recorded) if current is not None else (recorded,)
+        if current is not None and late:
+            return replace(current, sequence=sequence + 1, recent=recent)
         return SubjectState(
             payload=payload_text,
             deleted=action.action == "delete",
@@ -446,6 +393,7 @@ class ActionPipeline:
             sequence=sequence + 1,
             event_id=action.event_id,
             change_id=cid,
+            recent=recent,
         )
 
     def _change_event(

@@ -18,6 +18,7 @@ from changefeed.config import Settings
 from changefeed.topics import TopicSpec, ensure_topics, project_topics
 from processors.app import create_app
 from processors.exactly_once import discard_local_tables
+from processors.faust_adapter import check_versions
 from processors.restore import restore_tables
 
 
@@ -53,6 +54,7 @@ def faust_worker(app: faust.App, loglevel: str) -> faust.Worker:
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
     """Run one worker in this process until it stops; returns the exit status."""
+    check_versions()
     ensure_topics(settings, [*project_topics(settings), leader_topic(settings)])
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = create_app(settings)

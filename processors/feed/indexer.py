@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from processors.feed.errors import FeedError
@@ -306,11 +307,23 @@ class FeedIndexer:
             self._consumer, self._tps = None, []
             await consumer.stop()
 
+    async def _partitions_of_topic(self) -> set[int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([self.topic])
+        finally:
+            await admin.close()
+        return {
+            part["partition"]
+            for topic in described
+            if topic.get("topic") == self.topic and not topic.get("error_code")
+            for part in topic.get("partitions", ())
+        }
+
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        # The public partitions_for_topic() only knows topics already assigned; ask the
-        # cluster (aiokafka keeps that call on its client).
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = cluster.partitions_for_topic(self.topic)
+        # The consumer's partitions_for_topic() only knows topics already assigned.
+        partitions = await self._partitions_of_topic()
         if not partitions:
             raise FeedError(f"topic {self.topic} does not exist (yet)")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]

@@ -1,0 +1,322 @@
+"""Everything the processors need of faust-streaming's and aiokafka's private parts.
+
+The processors build on Faust (app, agents, tables, recovery, web views, table routing) but
+change four of its mechanisms, and each change has to reach past Faust's public API. They
+all live here, so that an upgrade of either library is checked in one place:
+:data:`TESTED_VERSIONS` names the versions this module was written against, and
+:func:`check_versions` (called when the worker starts, and by a unit test) refuses others
+with a message saying what to re-check.
+
+1. **Batches instead of events** (:class:`BatchingConsumer`). Faust's fetch loop hands
+   every record to its topic conductor through a per-message ``wait_first`` (two awaitables
+   and an ``asyncio.wait`` per record), then through a queue to the agent's stream, one
+   event at a time: a ceiling of about 5,000 records/s on a 2-core machine before any work.
+   The consumer here keeps Faust's group membership, assignment, pausing, seeking and
+   recovery as they are, but records of a *batched* source topic (registered with
+   :func:`batch_source`) go to the agent as one :class:`FetchedBatch` per fetch. Records of
+   every other topic still take Faust's path.
+2. **Commits that follow processed offsets** (:meth:`BatchingConsumer.force_commit`). Faust
+   commits what its streams acknowledged; batches bypass the streams, so every commit Faust
+   asks for (its timer, a rebalance, a stop) is handed to the transaction manager, which
+   commits the offsets the agent marked processed (see :mod:`processors.exactly_once`).
+3. **Transactional producers** (:func:`transactional_producer`): the outbox appends records
+   to aiokafka batches of the producer that belongs to the source partition.
+4. **Table storage and recovery**: the RocksDB database of one table partition
+   (:func:`partition_db`, :func:`open_partition_dbs`), stores opened without RocksDB's own
+   write-ahead log (:class:`ChangelogTable`), and a recovery whose changelog ends come
+   from the broker (:class:`CommittedTableManager`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import faust
+import rocksdict
+from faust.stores import rocksdb
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from yarl import URL
+
+from processors.errors import ProcessingError
+
+log = logging.getLogger(__name__)
+
+TESTED_VERSIONS: Mapping[str, str] = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+"""The library versions whose private parts this module was written against."""
+
+
+class UnsupportedLibraryVersion(ProcessingError):
+    """An installed library differs from the version this adapter was written for."""
+
+
+def installed_versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in TESTED_VERSIONS}
+
+
+def check_versions() -> None:
+    """Refuse library versions whose private parts this module has not been checked against."""
+    wrong = {
+        name: version
+        for name, version in installed_versions().items()
+        if version != TESTED_VERSIONS[name]
+    }
+    if wrong:
+        found = ", ".join(f"{name} {version}" for name, version in sorted(wrong.items()))
+        wanted = ", ".join(f"{name} {version}" for name, version in TESTED_VERSIONS.items())
+        raise UnsupportedLibraryVersion(
+            f"processors/faust_adapter.py was written for {wanted}, but {found} is installed: "
+            "re-check each private attribute it uses against the new version, then update "
+            "TESTED_VERSIONS (or install the tested versions)"
+        )
+
+
+# -- 1. batches -------------------------------------------------------------------------
+
+
+@dataclass
+class FetchedBatch:
+    """The records of one fetch for one batched source topic, by partition, in offset order.
+
+    ``epoch`` is the exactly-once epoch current when the fetch was made: a rebalance moves
+    it on, and the agent drops batches of an earlier epoch (their partitions may have moved).
+    Partitions are aiokafka ``TopicPartition`` objects (equal to Faust's ``TP``), which is
+    what committing offsets in a transaction asks for.
+    Records are aiokafka ``ConsumerRecord`` objects (``topic``, ``partition``, ``offset``,
+    ``timestamp``, ``key``, ``value``, ``headers``).
+    """
+
+    epoch: int
+    parts: list[tuple[TP, list[Any]]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(records) for _, records in self.parts)
+
+
+EpochSource = Callable[[], int]
+
+
+@dataclass
+class _BatchedSource:
+    channel: faust.ChannelT[Any]
+    epoch: EpochSource
+
+
+_SOURCES_ATTR = "_changefeed_batched_sources"
+
+
+def batch_source(
+    app: faust.App, topic: str, channel: faust.ChannelT[Any], epoch: EpochSource
+) -> None:
+    """Send the records of ``topic`` to ``channel`` as :class:`FetchedBatch` values."""
+    sources: dict[str, _BatchedSource] = app.__dict__.setdefault(_SOURCES_ATTR, {})
+    sources[topic] = _BatchedSource(channel, epoch)
+
+
+def _batched_sources(app: faust.App) -> dict[str, _BatchedSource]:
+    sources: dict[str, _BatchedSource] = app.__dict__.get(_SOURCES_ATTR, {})
+    return sources
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, with batched source topics and commits of processed offsets.
+
+    The fetch loop replaces ``Consumer._drain_messages`` (faust/transport/consumer.py):
+    the same fetch (``_wait_next_records``: active partitions only, flow control, the
+    consumer thread), the same rules for what a fetch may deliver (nothing while flow is
+    stopped, where Faust seeks back to the committed offsets instead; nothing from an older
+    generation; nothing below the read offset), then one :class:`FetchedBatch` per batched
+    topic, put on its channel (whose queue applies back-pressure and is cleared by Faust's
+    flow control on a rebalance). Other topics' records go through Faust's callback, one by
+    one, as before.
+    """
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # noqa: C901 - one loop, read whole
+        callback = self.callback
+        read_offset = self._read_offset
+        sources = _batched_sources(self.app)
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                epochs = {topic: source.epoch() for topic, source in sources.items()}
+                generation = self.app.consumer_generation_id
+                records, _ = await self._wait_next_records(1.0)
+                await asyncio.sleep(0)
+                if not records or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    # Fetched while a rebalance stopped the flow: Faust would seek back to
+                    # the committed offsets, so that nothing is skipped. So do we.
+                    await self.perform_seek()
+                    continue
+                if generation != self.app.consumer_generation_id:
+                    continue
+                batches: dict[str, FetchedBatch] = {}
+                for tp, fetched in records.items():
+                    floor = read_offset.get(tp)
+                    if floor is not None and fetched and fetched[0].offset < floor:
+                        fetched = [record for record in fetched if record.offset >= floor]
+                    if not fetched:
+                        continue
+                    source = sources.get(tp.topic)
+                    if source is not None:
+                        batch = batches.get(tp.topic)
+                        if batch is None:
+                            batch = batches[tp.topic] = FetchedBatch(epochs[tp.topic])
+                        batch.parts.append((tp, fetched))
+                        read_offset[tp] = fetched[-1].offset + 1
+                        continue
+                    for record in fetched:
+                        await callback(self._to_message(tp, record))
+                        read_offset[tp] = record.offset
+                for topic, batch in batches.items():
+                    channel = sources[topic].channel
+                    await _wait_for_subscriber(channel)
+                    await channel.put(batch)  # type: ignore[arg-type]
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        """Commit what the agents processed, whatever Faust's acknowledgements say."""
+        if self.app.client_only:
+            return False
+        committed: bool = await self.transactions.commit(
+            {}, start_new_transaction=start_new_transaction
+        )
+        return committed
+
+
+async def _wait_for_subscriber(channel: faust.ChannelT[Any]) -> None:
+    # A channel drops what is put on it while no stream iterates it; the agent subscribes
+    # when it starts, before the first assignment, so this only waits in a restart.
+    while channel.subscriber_count == 0:  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+
+
+class BatchingApp(faust.App):
+    """A :class:`faust.App` whose transport uses :class:`BatchingConsumer` and
+    ``transaction_manager``."""
+
+    transaction_manager: type[Any] | None = None
+
+    def _new_transport(self) -> Any:
+        transport = super()._new_transport()
+        transport.Consumer = BatchingConsumer
+        if self.transaction_manager is not None:
+            transport.TransactionManager = self.transaction_manager
+        return transport
+
+
+# -- 3. transactional producers ---------------------------------------------------------
+
+
+def transactional_producer(app: faust.App, transactional_id: str) -> Any | None:
+    """The aiokafka producer Faust keeps for ``transactional_id``, or None (stopped)."""
+    return app.producer._transaction_producers.get(transactional_id)  # type: ignore[attr-defined]
+
+
+def transaction_lock(app: faust.App, transactional_id: str) -> asyncio.Lock:
+    """The lock Faust's producer holds while it begins, commits or aborts that transaction."""
+    lock: asyncio.Lock = app.producer._trn_locks[transactional_id]  # type: ignore[attr-defined]
+    return lock
+
+
+# -- 4. tables --------------------------------------------------------------------------
+
+
+def partition_db(table: faust.Table, partition: int) -> Any:
+    """The rocksdict database of one partition of ``table`` (opened on first use)."""
+    return table.data._db_for_partition(partition)  # type: ignore[attr-defined]
+
+
+def open_partition_dbs(table: faust.Table) -> list[Any]:
+    """The databases of ``table`` this worker has opened (its assigned partitions)."""
+    return list(table.data._dbs.values())  # type: ignore[attr-defined]
+
+
+class UnloggedRocksDBStore(rocksdb.Store):
+    """Faust's RocksDB store without RocksDB's own write-ahead log.
+
+    The local files are discarded at every worker start and rebuilt from the changelogs
+    (see :mod:`processors.exactly_once`), so a second log on disk would only cost time.
+    """
+
+    def _open_for_partition(self, partition: int) -> Any:
+        db = super()._open_for_partition(partition)
+        options = rocksdict.WriteOptions()
+        options.disable_wal = True
+        db.set_write_options(options)
+        return db
+
+
+class ChangelogTable(faust.Table):
+    """A Faust table whose RocksDB store is :class:`UnloggedRocksDBStore`."""
+
+    def _new_store_by_url(self, url: str | URL) -> Any:
+        if URL(str(url)).scheme != "rocksdb":
+            return super()._new_store_by_url(url)
+        return UnloggedRocksDBStore(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            options=self.options,
+        )
+
+
+HighwaterSource = Callable[[faust.App, set[TP]], Awaitable[dict[TP, int]]]
+
+
+class CommittedRecovery(Recovery):
+    """Faust's recovery, aiming at the last committed record instead of an unreachable marker.
+
+    Faust reads the highwater of a changelog, under transactions, from the last stable
+    offset its consumer saw in a fetch response. Right after a rebalance no fetch has
+    happened for the newly assigned partitions, so it reads ``-1`` and then refuses to start
+    ("persisted offset is higher than the highwater"). :attr:`ends` (set by
+    :class:`CommittedTableManager`) asks the broker instead.
+    """
+
+    ends: HighwaterSource
+
+    async def _build_highwaters(
+        self, consumer: Any, tps: set[TP], destination: Any, title: str
+    ) -> None:
+        last = await self.ends(self.app, set(tps))
+        destination.clear()
+        for tp, offset in last.items():
+            destination[tp] = offset  # a Counter: update() would add
+        self.log.info("%s changelogs end with committed records at %r", title, last)
+
+
+def committed_table_manager(ends: HighwaterSource) -> type[TableManager]:
+    """A table manager class whose recovery takes changelog ends from ``ends``."""
+
+    class CommittedTableManager(TableManager):
+        @property
+        def recovery(self) -> Recovery:
+            if self._recovery is None:
+                recovery = CommittedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+                recovery.ends = ends
+                self._recovery = recovery
+            return self._recovery
+
+    return CommittedTableManager
