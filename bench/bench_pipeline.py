@@ -19,6 +19,12 @@ Measured in one run, against one broker, each phase on fresh topics:
   memory      the worker's changelogs are filled with S subjects and I dedupe ids (twice I
               entries in ``seen_events``: the id and its expiry entry), a worker restores
               them and then processes actions for random subjects; its RSS is sampled.
+  quix        the same job written with Quix Streams (``bench/quix_job.py``, its differences
+              from the worker are listed there), exactly-once, in a subprocess, drains the
+              prefilled ``actions`` (with ``throughput``: the same topic, after the worker,
+              and the ratio worker/quix is printed); actions/s from its first record until
+              its offsets, committed with its changes, cover every action; its CPU seconds
+              per 1,000 actions over that span; then its changes are counted (read_committed).
 
 Targets: >= 10,000 actions/s and >= 50 % of the pass-through; p99 <= 250 ms; RSS <= 400 MB
 with 1M subjects and 5M ids.
@@ -27,6 +33,7 @@ with 1M subjects and 5M ids.
     python bench/bench_pipeline.py --phases throughput,latency --actions 200000
     python bench/bench_pipeline.py --phases memory --subjects 1000000 --ids 5000000
     python bench/bench_pipeline.py --phases logic --actions 50000
+    python bench/bench_pipeline.py --phases quix --actions 30000
 """
 
 from __future__ import annotations
@@ -86,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             results["logic"] = logic(args)
         if "memory" in phases:
             results["memory"] = memory(bootstrap, args)
+        if "quix" in phases and "throughput" not in phases:
+            results["quix"] = quix_phase(bootstrap, args)
     finally:
         if started is not None:
             started.stop()
@@ -169,6 +178,9 @@ def throughput(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
         measured = count - done_before
         rate = measured / pipeline_s
         _log(f"pipeline: {rate:,.0f}/s over {measured} actions")
+        quix = {}
+        if "quix" in args.phases.split(","):
+            quix["quix"] = quix_drain(settings, Path(tmp), count, rate, metrics)
         return {
             "actions": count,
             "workers": args.workers,
@@ -181,6 +193,7 @@ def throughput(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
             "worker_metrics": metrics,
             "measured_actions": measured,
             "wall_s": round(pipeline_s, 1),
+            **quix,
         }
 
 
@@ -584,6 +597,101 @@ def load_random_subjects(settings: Settings, args: argparse.Namespace, worker: W
     done, loaded = wait_committed(settings, total, [worker])
     _log(f"under load: worker {split[0]:.0f} MB + feed index writer {split[1]:.0f} MB")
     return max(peak, loaded)
+
+
+# -- quix --------------------------------------------------------------------------------
+
+
+def quix_phase(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase ``quix`` on its own: fresh topics, filled, drained by ``bench/quix_job.py``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(bootstrap, args, Path(tmp) / "worker")
+        count = fill_actions(settings, args.actions)
+        return quix_drain(settings, Path(tmp), count)
+
+
+def quix_drain(
+    settings: Settings,
+    tmp: Path,
+    count: int,
+    worker_rate: float | None = None,
+    worker_metrics: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The Quix Streams job draining the ``count`` actions of ``settings``' ``actions``."""
+    quix_settings = dataclasses.replace(settings, data_dir=tmp / "quix")
+    group = dataclasses.replace(settings, app_id=f"{settings.app_id}-quix")  # the job's group
+    marker, stats = tmp / "quix-marker.json", tmp / "quix-stats.json"
+    _log("starting the Quix Streams job")
+    job = Worker(
+        quix_settings,
+        tmp,
+        200,
+        argv=[sys.executable, str(REPO / "bench" / "quix_job.py")],
+        env={"QUIX_JOB_MARKER": str(marker), "QUIX_JOB_STATS": str(stats)},
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            job.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Quix job consumed nothing; see {job.log_path}")
+            time.sleep(0.01)
+        first = json.loads(marker.read_text())
+        done_at, rss = wait_committed(group, count, [job])
+        cpu_s = job.cpu_seconds() - first["cpu_s"]
+    finally:
+        job.stop()
+    counts = json.loads(stats.read_text()) if stats.exists() else None
+    readable, distinct = count_readable(settings, settings.topic("quix.changes"))
+    seconds = done_at - first["monotonic"]
+    rate = count / seconds
+    per_1k = cpu_s / count * 1000
+    _log(f"quix: {rate:,.0f}/s, {per_1k:.3f} CPU s per 1,000 actions, {readable} changes")
+    result: dict[str, Any] = {
+        "actions": count,
+        "quix_actions_per_s": round(rate),
+        "quix_cpu_s_per_1k_actions": round(per_1k, 3),
+        "quix_cpu_s_total": job.cpu_seconds_at_stop,
+        "quix_peak_rss_mb": rss,
+        "quix_changes_readable": readable,
+        "quix_distinct_change_ids": distinct,
+        "quix_counts": counts,
+        "wall_s": round(seconds, 1),
+    }
+    if worker_rate is not None:
+        result["worker_over_quix_actions_per_s"] = round(worker_rate / rate, 3)
+        _log(f"worker/quix: {worker_rate / rate:.2f}")
+    if worker_metrics:
+        result["worker_changes"] = sum(m.get("changed", 0) for m in worker_metrics)
+    return result
+
+
+def count_readable(settings: Settings, topic: str) -> tuple[int, int]:
+    """Records of ``topic`` readable with read_committed, and their distinct ``ce_id``s."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records, ids = 0, set()
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not read {topic} to its end")
+            for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
+                records += len(batch)
+                ids.update(dict(record.headers).get("ce_id") for record in batch)
+        return records, len(ids)
+    finally:
+        consumer.close()
 
 
 # -- the worker process ------------------------------------------------------------------
