@@ -26,3 +26,9 @@ def test_changelogs_match_the_source_partitions_and_are_compacted() -> None:
 def test_subject_state_outlives_retention_but_indexes_expire() -> None:
     assert TABLE_CLEANUP["subject_state"] is Cleanup.COMPACT
     assert TABLE_CLEANUP["seen_events"] is Cleanup.COMPACT_DELETE
+
+
+def test_a_changelog_is_declared_for_each_table_of_the_processors_and_no_other() -> None:
+    from processors import models
+
+    assert set(TABLE_CLEANUP) == set(models.TABLE_NAMES)

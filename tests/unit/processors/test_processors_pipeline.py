@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,11 +27,6 @@ class DictState:
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self.tables[table].get(key)
-
-    def scan(self, table: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key in sorted(self.tables[table]):
-            if key.startswith(prefix):
-                yield key, self.tables[table][key]
 
     def apply(self, outcome: Outcome) -> None:
         for write in outcome.writes:
@@ -359,31 +353,40 @@ def test_unexpected_error_is_a_dead_letter_not_a_crash(
     assert outcome.record is not None and outcome.record["reason_code"] == "processing_error"
 
 
-def test_expired_ids_and_their_indexes_are_purged(
+def test_ids_older_than_retention_count_as_unseen(
     pipeline: ActionPipeline, state: DictState, clock: Clock
 ) -> None:
-    run(pipeline, state, action("e1", "create", {"a": 1}, request_id="r1"))
-    clock.now_us += DAY_MS * 1000  # one day later
-    run(pipeline, state, action("e2", "update", {"a": 2}, request_id="r2"))
-    clock.now_us += 6 * DAY_MS * 1000 + 1000  # e1 is now older than seven days, e2 is not
-    doomed = pipeline.expired(state, clock.now_us // 1000, limit=100)
-    for table, key in doomed:
-        state.tables[table].pop(key)
-    cid1 = change_id("e1").encode()
-    assert models.seen_key("e1") not in state.tables[models.SEEN_EVENTS]
-    assert cid1 not in state.tables[models.CHANGE_BY_ID]
-    assert models.request_key("r1", change_id("e1")) not in state.tables[models.CHANGES_BY_REQUEST]
-    assert len(state.tables[models.SUBJECT_HISTORY]) == 1
-    assert models.seen_key("e2") in state.tables[models.SEEN_EVENTS]
-    assert sum(k.startswith(models.EXPIRY_PREFIX) for k in state.tables[models.SEEN_EVENTS]) == 1
-    # the subject's state outlives retention; the purged id is processed again if re-sent
+    run(pipeline, state, action("e1", "create", {"a": 1}))
+    clock.now_us += 6 * DAY_MS * 1000  # within the window: a duplicate
+    assert run(pipeline, state, action("e1", "create", {"a": 1})).kind is OutcomeKind.DUPLICATE
+    clock.now_us += DAY_MS * 1000 + 1000  # e1 first seen more than seven days ago
+    # the subject's state outlives retention; the id is processed again if re-sent
+    again = run(pipeline, state, action("e1", "update", {"a": 3}, occurred_at=T0 + 10))
+    assert again.kind is OutcomeKind.CHANGED
     assert state.subject("acme/expense_report/42").sequence == 2
-    assert run(pipeline, state, action("e1", "update", {"a": 3})).kind is OutcomeKind.CHANGED
 
 
-def test_purge_is_bounded(pipeline: ActionPipeline, state: DictState, clock: Clock) -> None:
-    for n in range(10):
-        run(pipeline, state, action(f"e{n}", "update", {"a": n}, occurred_at=T0 + n))
-    clock.now_us += 8 * DAY_MS * 1000
-    doomed = pipeline.expired(state, clock.now_us // 1000, limit=3)
-    assert sum(1 for table, key in doomed if key.startswith(b"id\x00")) == 3
+def test_a_change_writes_one_state_and_one_dedupe_entry(
+    pipeline: ActionPipeline, state: DictState
+) -> None:
+    created = run(pipeline, state, action("e1", "create", {"a": 1}, version=1))
+    assert sorted(write.table for write in created.writes) == sorted(models.TABLE_NAMES)
+    noop = run(pipeline, state, action("e2", "update", {"a": 1}, version=2))
+    assert sorted(write.table for write in noop.writes) == sorted(models.TABLE_NAMES)
+    assert run(pipeline, state, action("e2", "update", {"a": 1}, version=2)).writes == []
+
+
+def test_late_action_finds_its_predecessor_among_recent_changes_only(
+    pipeline: ActionPipeline, state: DictState
+) -> None:
+    limit = models.RECENT_CHANGES
+    for version in range(1, limit + 3):
+        run(pipeline, state, action(f"e{version}", "update", {"v": version}, version=version))
+    subject = state.subject("acme/expense_report/42")
+    assert [entry.version for entry in subject.recent] == list(range(3, limit + 3))
+    # a late version 5 follows version 4, whose payload its dedupe entry keeps
+    late = change(run(pipeline, state, action("late5", "update", {"v": 5.5}, version=5)))
+    assert late["late"] and json.loads(late["previous_payload"]) == {"v": 4}
+    # older than every remembered change: diffed against nothing
+    oldest = change(run(pipeline, state, action("late2", "update", {"v": 2.5}, version=2)))
+    assert oldest["late"] and oldest["previous_payload"] is None
