@@ -42,10 +42,10 @@ from kafka import KafkaProducer
 from changefeed.config import Settings
 from changefeed.kafka.admin import admin_client
 from changefeed.topics import ensure_topics
-from processors.access.key_topic import KeyStore
-from processors.access.keys import Role, new_key
+from events_api.access.key_topic import KeyStore
+from events_api.access.keys import Role, new_key
+from events_api.views import subject_partition
 from processors.identity import change_id
-from processors.views import subject_partition
 from schemas.codec import default_codec
 
 DAY_US = 86_400_000_000

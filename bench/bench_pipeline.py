@@ -69,10 +69,10 @@ from changefeed.topics import TopicSpec, changelog_topic, ensure_topics
 from processors import models
 from processors.dead_letters import RawRecord
 from processors.pipeline import ActionPipeline
-from processors.redact import Redactor
 from processors.worker import settle_garbage_collector
 from producers.loadgen import LoadProfile, generate_actions
 from schemas.codec import default_codec
+from schemas.masking import Redactor
 
 REPO = Path(__file__).resolve().parent.parent
 

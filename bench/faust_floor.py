@@ -1,13 +1,13 @@
 """A worker that forwards each ``actions`` record, exactly once, and does nothing else.
 
 The floor under the processors' own work: the same app configuration, batching consumer,
-agent loop, outbox and transactions as ``changefeed worker`` (:mod:`processors.app`, :mod:`processors.agents`),
-but no decoding, no state and no encoding. Each record is copied, bytes unchanged, to
-``FLOOR_FANOUT`` sink topics ``<prefix>floor.<n>`` (same partition), so a fan-out of 7 puts
-on Kafka what the processors put there per changed action: the change and six table
-changelog entries (now two per changed action: ``FLOOR_FANOUT=3`` is the worker's shape).
-``bench/bench_pipeline.py`` (phase ``floor``) runs it in a subprocess
-with the settings in the environment, as for ``changefeed worker``.
+agent loop, outbox and transactions as ``changefeed worker`` (:mod:`processors.app`,
+:mod:`processors.agents`), but no decoding, no state and no encoding. Each record is copied,
+bytes unchanged, to ``FLOOR_FANOUT`` sink topics ``<prefix>floor.<n>`` (same partition), so
+a fan-out of 3 puts on Kafka what the processors put there per changed action: the change,
+the subject's state and the dedupe entry. ``bench/bench_pipeline.py`` (phase
+``throughput``) runs it in a subprocess with the settings in the environment, as for
+``changefeed worker``.
 """
 
 from __future__ import annotations

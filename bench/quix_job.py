@@ -7,7 +7,7 @@ with its changelog topic (Quix's defaults) and a commit interval of 0.1 s, and w
 subject). Per record, like :class:`processors.pipeline.ActionPipeline`: decode with the
 project's codec, validate, dedupe on ``event_id``, order guard (``version``, else
 ``occurred_at``, via :func:`processors.models.is_older`), redact with
-:class:`processors.redact.Redactor` (the worker's paths and derived key), diff with
+:class:`schemas.masking.Redactor` (the worker's paths and derived key), diff with
 :func:`processors.diff.diff_payloads` and :func:`processors.diff.to_avro_changes`, change id
 from :func:`processors.identity.change_id`, the same ``ChangeEvent`` fields and CloudEvents
 headers as the worker. The outcome rules (late, no-op, create, delete, custom, API key
@@ -63,9 +63,9 @@ from changefeed.topics import TopicSpec, ensure_topics
 from processors.diff import diff_payloads, to_avro_changes
 from processors.identity import change_id
 from processors.models import is_older, subject_key
-from processors.redact import Redactor
 from schemas.cloudevents import cloudevent_headers
 from schemas.codec import Codec, default_codec
+from schemas.masking import Redactor
 
 ACTION_SCHEMA = "changefeed.ApiAction"
 CHANGE_SCHEMA = "changefeed.ChangeEvent"

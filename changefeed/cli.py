@@ -182,9 +182,12 @@ def _topics_describe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from events_api.views import register_events_api
     from processors.worker import run_worker
 
-    return run_worker(settings, loglevel=args.loglevel)
+    return run_worker(
+        settings, loglevel=args.loglevel, extend=lambda app: register_events_api(app, settings)
+    )
 
 
 def _demo_api(args: argparse.Namespace, settings: Settings) -> int:
@@ -229,8 +232,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from changefeed.topics import ensure_topics, project_topics
-    from processors.access.key_topic import TOPIC, KeyStore
-    from processors.access.keys import Role, new_key
+    from events_api.access.key_topic import TOPIC, KeyStore
+    from events_api.access.keys import Role, new_key
 
     key, record = new_key(args.tenant, Role(args.role), user_id=args.user, name=args.name)
     ensure_topics(settings, [t for t in project_topics(settings) if t.name.endswith(TOPIC)])
@@ -245,7 +248,7 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    from processors.access.key_topic import KeyStore
+    from events_api.access.key_topic import KeyStore
 
     for record in sorted(KeyStore(settings).records().values(), key=lambda r: r.created_at):
         if args.tenant is None or record.tenant_id == args.tenant:
@@ -254,7 +257,7 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from processors.access.key_topic import KeyStore
+    from events_api.access.key_topic import KeyStore
 
     record = KeyStore(settings).revoke(args.key_id)
     print(f"key {record.key_id} revoked at {record.revoked_at}")

@@ -56,7 +56,7 @@ class ChangeTap:
         threading.Thread(target=self._run, args=(consumer,), daemon=True).start()
 
     def _run(self, consumer: KafkaConsumer) -> None:
-        from processors.feed.events import render_event
+        from events_api.events import render_event
         from schemas.codec import default_codec
 
         codec = default_codec()
@@ -207,8 +207,8 @@ def _show_events_api(
     settings: Settings, worker_url: str, *, tenant: str, keep_running: bool
 ) -> None:
     """Create an admin key for ``tenant`` and read its feed through the events API."""
-    from processors.access.key_topic import KeyStore
-    from processors.access.keys import Role, new_key
+    from events_api.access.key_topic import KeyStore
+    from events_api.access.keys import Role, new_key
 
     key, record = new_key(tenant, Role.ADMIN, name="changefeed demo")
     KeyStore(settings).put(record)

@@ -63,7 +63,7 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("actions"), n),
         TopicSpec(settings.topic("changes"), n),
         TopicSpec(settings.topic("actions.dlq"), 1),
-        # API keys of the events API: the latest record per key id (processors/access/).
+        # API keys of the events API: the latest record per key id (events_api/access/).
         TopicSpec(settings.topic("api_keys"), 1, Cleanup.COMPACT),
     ]
     topics += [

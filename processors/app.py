@@ -1,6 +1,6 @@
 """Builds the Faust app of the processors; declaring things is left to their own modules.
 
-:func:`create_app` returns a fully wired app: the ``process_actions`` agent
+:func:`create_app` returns a fully wired processing app: the ``process_actions`` agent
 (:mod:`processors.agents`), the five tables (:mod:`processors.tables`) and the health views
 (:mod:`processors.health`), over Kafka transactions (:mod:`processors.exactly_once`).
 
@@ -28,10 +28,9 @@ from processors.agents import register_agents
 from processors.exactly_once import CommittedTableManager, ExactlyOnceApp
 from processors.health import register_views
 from processors.pipeline import ActionPipeline
-from processors.redact import Redactor
 from processors.tables import define_tables
-from processors.views import register_events_api
 from schemas.codec import default_codec
+from schemas.masking import Redactor
 
 COMMIT_INTERVAL_S = 0.1
 COMMIT_EVERY = 100_000
@@ -56,7 +55,6 @@ def create_app(settings: Settings) -> faust.App:
     tables = define_tables(app, settings)
     register_agents(app, settings, pipeline, tables)
     register_views(app)
-    register_events_api(app, settings)
     return app
 
 

@@ -30,7 +30,7 @@ Steps: decode and validate -> dedupe on event_id -> order guard -> redact -> dif
   nothing again. **Custom** actions carry event data, not state: they are emitted with
   ``previous_payload`` null, ``current_payload`` the data, no changes, and do not touch
   the subject's state or position (they do take a ``subject_sequence``).
-* **Secrets**: the configured paths are masked (keyed digest, see :mod:`processors.redact`)
+* **Secrets**: the configured paths are masked (keyed digest, see :mod:`schemas.masking`)
   before diffing and before anything is stored, so a change to a secret shows as a
   ``replace`` of one mask by another; an actor's API key that is not already a fingerprint
   is replaced by one.
@@ -60,9 +60,9 @@ from processors.diff import diff_payloads, to_avro_changes
 from processors.errors import ProcessingError
 from processors.identity import change_id as derive_change_id
 from processors.models import RecentChange, SeenEvent, SubjectState
-from processors.redact import Redactor
 from schemas.cloudevents import cloudevent_headers
 from schemas.errors import DecodeError, EncodeError, SchemaError
+from schemas.masking import Redactor
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Callable
 
 import faust
 
@@ -52,12 +53,23 @@ def faust_worker(app: faust.App, loglevel: str) -> faust.Worker:
     return worker
 
 
-def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
-    """Run one worker in this process until it stops; returns the exit status."""
+def run_worker(
+    settings: Settings,
+    *,
+    loglevel: str = "info",
+    extend: Callable[[faust.App], object] | None = None,
+) -> int:
+    """Run one worker in this process until it stops; returns the exit status.
+
+    ``extend`` adds what else the process serves to the app before it starts (the CLI's
+    ``changefeed worker`` adds the events API); processing knows nothing of it.
+    """
     check_versions()
     ensure_topics(settings, [*project_topics(settings), leader_topic(settings)])
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = create_app(settings)
+    if extend is not None:
+        extend(app)
     discard_local_tables(app)
     report = restore_tables(app, settings)
     print(f"changefeed worker: {report.describe()}", file=sys.stderr, flush=True)

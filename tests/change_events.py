@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from processors.access.keys import Role
+from events_api.access.keys import Role
 
 T0 = 1_700_000_000_000_000  # micros
 

@@ -1,6 +1,6 @@
 """API keys of the demo API: accepted, never kept; only a keyed fingerprint is recorded.
 
-The fingerprint is :meth:`processors.redact.Redactor.fingerprint_api_key` (HMAC-SHA256,
+The fingerprint is :meth:`schemas.masking.Redactor.fingerprint_api_key` (HMAC-SHA256,
 truncated), so the same key always has the same name in the feed while the key itself
 cannot be recovered, not even by hashing a list of guesses without the secret. The secret is
 created once per data directory (mode 0600) so fingerprints stay stable across restarts.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from changefeed.config import Settings
 from changefeed.errors import ConfigError
-from processors.redact import MIN_SECRET_BYTES, Redactor
+from schemas.masking import MIN_SECRET_BYTES, Redactor
 
 Fingerprint = Callable[[str], str]
 SECRET_BYTES = 32

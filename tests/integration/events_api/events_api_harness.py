@@ -18,9 +18,9 @@ from change_events import KEY_SPECS
 from kafka import KafkaProducer
 
 from changefeed.config import Settings
-from processors.access.key_topic import KeyStore
-from processors.access.keys import Role, new_key
-from processors.feed.runtime import EventsApi, serve
+from events_api.access.key_topic import KeyStore
+from events_api.access.keys import Role, new_key
+from events_api.runtime import EventsApi, serve
 from schemas.codec import default_codec
 
 

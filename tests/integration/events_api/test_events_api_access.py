@@ -26,8 +26,8 @@ from events_api_harness import (
 
 from changefeed.config import BrokerSettings, Settings
 from changefeed.topics import ensure_topics
-from processors.access.key_topic import KeyStore
-from processors.access.keys import Role, parse_key_id
+from events_api.access.key_topic import KeyStore
+from events_api.access.keys import Role, parse_key_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from changefeed.config import BrokerSettings, Settings
 from changefeed.topics import ensure_topics
-from processors.openapi import OPENAPI
+from events_api.openapi import OPENAPI
 
 POLL_TIMEOUT_CAP = 0.5
 MAX_REQUEST_LINE = 8190 - len("GET  HTTP/1.1")

@@ -18,8 +18,8 @@ from events_api_workers import Worker, http_get, wait_until
 from kafka import KafkaProducer
 
 from changefeed.config import Settings
-from processors.access.keys import Role
-from processors.views import subject_partition
+from events_api.access.keys import Role
+from events_api.views import subject_partition
 from schemas.codec import default_codec
 
 T0 = 1_700_000_000_000_000

@@ -35,8 +35,8 @@ from changefeed.config import Settings
 from processors import models
 from processors.dead_letters import RawRecord
 from processors.pipeline import ActionPipeline, OutcomeKind
-from processors.redact import Redactor
 from schemas.codec import default_codec
+from schemas.masking import Redactor
 
 SUBJECTS = 400
 ACTIONS = 24_000

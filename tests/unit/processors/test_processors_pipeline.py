@@ -11,8 +11,8 @@ from processors import models
 from processors.dead_letters import RawRecord
 from processors.identity import change_id
 from processors.pipeline import ActionPipeline, Outcome, OutcomeKind
-from processors.redact import Redactor
 from schemas.codec import default_codec
+from schemas.masking import Redactor
 
 SECRET = b"unit-test-secret-0123456789"
 DAY_MS = 24 * 3600 * 1000

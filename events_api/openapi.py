@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the events API, served at ``GET /openapi.json``.
 
-Written by hand next to the views (:mod:`processors.feed.http`), with response schemas
+Written by hand next to the views (:mod:`events_api.http`), with response schemas
 closed (``additionalProperties: false``) so that a schema conformance run (schemathesis,
 in the test suite) fails the moment an answer and this document drift apart.
 """

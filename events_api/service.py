@@ -1,14 +1,14 @@
 """The events API's operations, independent of HTTP: each returns a JSON document.
 
-:class:`FeedService` bounds every read by the caller's :class:`~processors.feed.scope.Scope`
+:class:`FeedService` bounds every read by the caller's :class:`~events_api.scope.Scope`
 (tenant, and user for user keys), runs index reads on a small pool of reader threads (the
 event loop only waits), and writes event bodies into documents as the index stores them,
-already rendered. Long polls wait on :class:`~processors.feed.signals.TenantSignals`: a
+already rendered. Long polls wait on :class:`~events_api.signals.TenantSignals`: a
 waiting client costs a coroutine, not a thread.
 
 Retention: a first page whose ``start`` (or ``end``) lies before ``now - retention`` gets 410
 Gone, with a minute of tolerance for clients computing "7 days ago" with a skewed clock; a
-cursor whose positions were purged gets 410 from :mod:`processors.feed.paging`.
+cursor whose positions were purged gets 410 from :mod:`events_api.paging`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from processors.feed.cursor import Cursor, CursorSigner
-from processors.feed.errors import BadRequest, Forbidden, Gone, NotFound
-from processors.feed.events import rfc3339_micros
-from processors.feed.filters import FeedFilter, ListParams, Order
-from processors.feed.index import FeedIndex, IndexReader
-from processors.feed.paging import Page, read_page, tip
-from processors.feed.scope import Scope
-from processors.feed.signals import TenantSignals
-from processors.feed.subjects import SubjectStates, SubjectStateView, state_from_change
+from events_api.cursor import Cursor, CursorSigner
+from events_api.errors import BadRequest, Forbidden, Gone, NotFound
+from events_api.events import rfc3339_micros
+from events_api.filters import FeedFilter, ListParams, Order
+from events_api.index import FeedIndex, IndexReader
+from events_api.paging import Page, read_page, tip
+from events_api.scope import Scope
+from events_api.signals import TenantSignals
+from events_api.subjects import SubjectStates, SubjectStateView, state_from_change
 
 T = TypeVar("T")
 NOW = "now"

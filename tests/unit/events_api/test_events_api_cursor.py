@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from processors.feed.cursor import Cursor, CursorSigner
-from processors.feed.errors import BadRequest
-from processors.feed.filters import FeedFilter, Order
-from processors.feed.scope import Scope
+from events_api.cursor import Cursor, CursorSigner
+from events_api.errors import BadRequest
+from events_api.filters import FeedFilter, Order
+from events_api.scope import Scope
 
 SIGNER = CursorSigner(b"k" * 32)
 ACME = Scope("acme")

@@ -15,7 +15,7 @@ rows form one ``id`` range in offset order. Rows are ordered by ``(sort_us, id)`
 partition (``created_at`` is stamped by whichever worker processed the record, and clocks
 can step back). That monotony is what lets a page, cut by ``(sort_us, id)``, be a prefix of
 each partition, and what lets one ``(sort_us, id)`` bound translate into per-partition
-offsets (see :mod:`processors.feed.paging`).
+offsets (see :mod:`events_api.paging`).
 
 Per partition the index keeps ``next_offset`` (everything before it has been read, written
 in the same transaction as the rows) and ``gone_below`` (offsets below it are not, or no
@@ -34,9 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from processors.feed.errors import FeedIndexError
-from processors.feed.filters import FeedFilter, glob_of
-from processors.feed.scope import Scope
+from events_api.errors import FeedIndexError
+from events_api.filters import FeedFilter, glob_of
+from events_api.scope import Scope
 
 SCHEMA_VERSION = "3"
 PARTITION_SHIFT = 40

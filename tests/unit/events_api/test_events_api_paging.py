@@ -10,12 +10,12 @@ from events_api_rows import T0, indexed, position
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.feed.cursor import Cursor
-from processors.feed.errors import Gone
-from processors.feed.filters import FeedFilter, Order
-from processors.feed.index import FeedIndex
-from processors.feed.paging import read_page, tip
-from processors.feed.scope import Scope
+from events_api.cursor import Cursor
+from events_api.errors import Gone
+from events_api.filters import FeedFilter, Order
+from events_api.index import FeedIndex
+from events_api.paging import read_page, tip
+from events_api.scope import Scope
 
 ACME = Scope("acme")
 

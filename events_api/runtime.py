@@ -2,7 +2,7 @@
 
 :class:`EventsApi` owns the feed index and its indexer, the key ring and its follower, and
 the feed service; its aiohttp sub-application starts and stops them with the web server
-that serves it (a Faust worker's, see :mod:`processors.views`, or a standalone one, see
+that serves it (a Faust worker's, see :mod:`events_api.views`, or a standalone one, see
 :func:`serve`, which tests and benchmarks use).
 """
 
@@ -15,15 +15,15 @@ from pathlib import Path
 from aiohttp import web
 
 from changefeed.config import Settings
-from processors.access.key_topic import KeyFollower
-from processors.access.keyring import KeyRing
-from processors.feed.cursor import CursorSigner
-from processors.feed.http import build_events_app, mount
-from processors.feed.index import FeedIndex
-from processors.feed.indexer import FeedIndexer
-from processors.feed.service import FeedService
-from processors.feed.signals import TenantSignals
-from processors.feed.subjects import SubjectStates
+from events_api.access.key_topic import KeyFollower
+from events_api.access.keyring import KeyRing
+from events_api.cursor import CursorSigner
+from events_api.http import build_events_app, mount
+from events_api.index import FeedIndex
+from events_api.indexer import FeedIndexer
+from events_api.service import FeedService
+from events_api.signals import TenantSignals
+from events_api.subjects import SubjectStates
 
 
 def index_path(settings: Settings) -> Path:

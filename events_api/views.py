@@ -1,7 +1,7 @@
 """The events API inside a processors worker: mounted on Faust's web server.
 
-:func:`register_events_api` (called by :func:`processors.app.create_app`) serves the API
-(:mod:`processors.feed.http`) under ``/v1`` and ``GET /openapi.json`` on the worker's web
+:func:`register_events_api` (added to the processors' app by ``changefeed worker``) serves the API
+(:mod:`events_api.http`) under ``/v1`` and ``GET /openapi.json`` on the worker's web
 port, next to ``/healthz`` and ``/metrics``; the feed index, its indexer and the key ring
 start and stop with that web server.
 
@@ -30,12 +30,12 @@ from kafka.partitioner.default import murmur2
 from yarl import URL
 
 from changefeed.config import Settings
+from events_api.errors import Unavailable
+from events_api.events import rfc3339_micros
+from events_api.http import mount
+from events_api.runtime import EventsApi
+from events_api.subjects import SubjectStateView
 from processors import models
-from processors.feed.errors import Unavailable
-from processors.feed.events import rfc3339_micros
-from processors.feed.http import mount
-from processors.feed.runtime import EventsApi
-from processors.feed.subjects import SubjectStateView
 from processors.tables import tables_of
 
 FORWARDED = "X-Changefeed-Forwarded"

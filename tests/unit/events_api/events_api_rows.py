@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from processors.feed.index import IndexedEvent
+from events_api.index import IndexedEvent
 
 T0 = 1_700_000_000_000_000  # micros
 

@@ -1,7 +1,7 @@
 """The keys a worker knows, in memory, and the check of a presented key.
 
 :class:`KeyRing` holds the latest record of every key id, as folded from the ``api_keys``
-topic by :class:`processors.access.key_topic.KeyFollower`. A key that is not (yet) known
+topic by :class:`events_api.access.key_topic.KeyFollower`. A key that is not (yet) known
 may have been created a moment ago: before answering 401, the ring asks its follower to
 catch up with the topic's current end, so "create a key, use it at once" works on every
 worker. Concurrent misses share one catch-up, so a flood of bad keys costs one offsets
@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from processors.access.keys import ApiKeyRecord, parse_key_id
-from processors.feed.errors import Unauthorized, Unavailable
+from events_api.access.keys import ApiKeyRecord, parse_key_id
+from events_api.errors import Unauthorized, Unavailable
 
 CatchUp = Callable[[float], Awaitable[bool]]
 CATCH_UP_TIMEOUT_S = 2.0

@@ -1,6 +1,6 @@
 """Query parameters of the feed endpoints, parsed and checked once.
 
-Every bad value is a :class:`~processors.feed.errors.BadRequest` that names the parameter
+Every bad value is a :class:`~events_api.errors.BadRequest` that names the parameter
 and says what is accepted; unknown parameters are refused too, so that a misspelt filter
 never silently widens a query (and so that nobody believes a ``tenant`` parameter could
 choose the tenant: it comes from the API key only).
@@ -23,8 +23,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from processors.feed.errors import BadRequest
-from processors.feed.events import epoch_micros, rfc3339_micros
+from events_api.errors import BadRequest
+from events_api.events import epoch_micros, rfc3339_micros
 
 MAX_TEXT = 256
 DEFAULT_LIMIT = 100

@@ -2,7 +2,7 @@
 
 The authoritative current state of a subject is the processors' ``subject_state`` table,
 which outlives retention; in a worker it is read through Faust's table routing
-(:mod:`processors.views`). Where no processors run alongside (the API on its own, as in
+(:mod:`events_api.views`). Where no processors run alongside (the API on its own, as in
 tests), the feed service derives it from the newest change in its index that set the
 subject's state (:func:`state_from_change`): the same answer for any subject changed within
 retention.

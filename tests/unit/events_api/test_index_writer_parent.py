@@ -9,7 +9,7 @@ from pathlib import Path
 
 CHILD = """
 import sys, time
-from processors.feed.indexer import _ChildIndex
+from events_api.indexer import _ChildIndex
 _ChildIndex.setup(int(sys.argv[1]), sys.argv[2], "changes")
 time.sleep(120)
 """

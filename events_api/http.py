@@ -4,13 +4,13 @@ Routes live in a sub-application mounted at ``/v1`` (inside a worker, on Faust's
 server), so its middlewares apply to the events API only:
 
 * ``errors`` turns every failure into ``{"error": {"code", "message"}}``: an
-  :class:`~processors.feed.errors.ApiError` with its status, aiohttp's own 404/405 as they
+  :class:`~events_api.errors.ApiError` with its status, aiohttp's own 404/405 as they
   are, anything else as a 500 that says nothing of the exception (it is logged).
 * ``authenticate`` requires ``Authorization: Bearer <key>`` (or ``X-Api-Key: <key>``) and
-  puts the key's :class:`~processors.feed.scope.Scope` on the request. Nothing else a
+  puts the key's :class:`~events_api.scope.Scope` on the request. Nothing else a
   request carries can change the scope.
 
-``GET /openapi.json`` (:data:`processors.openapi.OPENAPI`) needs no key.
+``GET /openapi.json`` (:data:`events_api.openapi.OPENAPI`) needs no key.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from processors.access.keyring import KeyRing
-from processors.access.keys import ApiKeyRecord
-from processors.feed.errors import ApiError, FeedIndexError, Unauthorized
-from processors.feed.filters import MAX_LIMIT, Params, check_text, parse_list_params
-from processors.feed.scope import Scope
-from processors.feed.service import FeedService, subject_key
-from processors.openapi import OPENAPI
+from events_api.access.keyring import KeyRing
+from events_api.access.keys import ApiKeyRecord
+from events_api.errors import ApiError, FeedIndexError, Unauthorized
+from events_api.filters import MAX_LIMIT, Params, check_text, parse_list_params
+from events_api.openapi import OPENAPI
+from events_api.scope import Scope
+from events_api.service import FeedService, subject_key
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from processors.access.errors import ApiKeyError
-from processors.feed.events import rfc3339_micros
-from processors.feed.scope import Scope
+from events_api.access.errors import ApiKeyError
+from events_api.events import rfc3339_micros
+from events_api.scope import Scope
 
 PREFIX = "cf"
 _KEY = re.compile(r"^cf_(?P<key_id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")

@@ -34,7 +34,7 @@ from json.encoder import encode_basestring_ascii as _encode_json_string
 from typing import Any
 
 from changefeed.errors import ConfigError
-from processors.errors import ProcessingError
+from schemas.errors import EncodeError
 
 WILDCARD = "*"
 MASK_PREFIX = "[REDACTED:hmac:"
@@ -128,7 +128,7 @@ class Redactor:
                 else json.dumps(value, sort_keys=True, separators=(",", ":"))
             )
         except (TypeError, ValueError) as exc:
-            raise ProcessingError(f"sensitive value is not JSON: {exc}") from exc
+            raise EncodeError(f"sensitive value is not JSON: {exc}") from exc
         digest = self._digest(_VALUE_DOMAIN, text)
         return f"{MASK_PREFIX}{digest}]"
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from processors.access.errors import ApiKeyError
-from processors.access.keyring import KeyRing
-from processors.access.keys import ApiKeyRecord, Role, digest_of, new_key, parse_key_id
-from processors.feed.errors import Unauthorized, Unavailable
-from processors.feed.scope import Scope
+from events_api.access.errors import ApiKeyError
+from events_api.access.keyring import KeyRing
+from events_api.access.keys import ApiKeyRecord, Role, digest_of, new_key, parse_key_id
+from events_api.errors import Unauthorized, Unavailable
+from events_api.scope import Scope
 
 
 def test_a_key_is_shown_once_and_stored_as_a_digest_only() -> None:

@@ -1,7 +1,7 @@
 """The ``api_keys`` topic: where keys are written (CLI) and read (every worker).
 
 The topic is compacted and has one partition; its Kafka key is the key id and its value
-the JSON :class:`~processors.access.keys.ApiKeyRecord` (digest, never the key). Creating a
+the JSON :class:`~events_api.access.keys.ApiKeyRecord` (digest, never the key). Creating a
 key appends its record; revoking appends the record again with ``revoked_at`` set, so
 compaction keeps exactly the latest state of each key and a revocation is never lost.
 
@@ -24,9 +24,9 @@ from kafka import TopicPartition as SyncTopicPartition
 from kafka.errors import KafkaError
 
 from changefeed.config import Settings
-from processors.access.errors import ApiKeyError
-from processors.access.keyring import KeyRing
-from processors.access.keys import ApiKeyRecord
+from events_api.access.errors import ApiKeyError
+from events_api.access.keyring import KeyRing
+from events_api.access.keys import ApiKeyRecord
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from change_events import KEY_SPECS, T0
 
-from processors.access.keyring import KeyRing
-from processors.access.keys import ApiKeyRecord, new_key
-from processors.feed.cursor import CursorSigner
-from processors.feed.http import build_events_app, mount
-from processors.feed.index import FeedIndex
-from processors.feed.indexer import to_indexed
-from processors.feed.service import FeedService
-from processors.feed.signals import TenantSignals
+from events_api.access.keyring import KeyRing
+from events_api.access.keys import ApiKeyRecord, new_key
+from events_api.cursor import CursorSigner
+from events_api.http import build_events_app, mount
+from events_api.index import FeedIndex
+from events_api.indexer import to_indexed
+from events_api.service import FeedService
+from events_api.signals import TenantSignals
 from schemas.codec import default_codec
 
 SEVEN_DAYS_MS = 7 * 86_400_000

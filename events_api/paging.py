@@ -14,7 +14,7 @@ Guarantees (the OpenAPI descriptions repeat them for users):
   ascending cursors and the long poll.
 
 Why it holds: rows are ordered by ``(sort_us, id)`` and ``sort_us`` never decreases along a
-partition (:mod:`processors.feed.index`), so the first N matching rows of the candidates
+partition (:mod:`events_api.index`), so the first N matching rows of the candidates
 (rows beyond the cursor) are a prefix of each partition's candidates. After a full page
 ending at row B, every row of partition ``p`` before the first row ordered after B was either
 delivered or did not match, so the next position of ``p`` is that row's offset; after a
@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processors.feed.cursor import Cursor
-from processors.feed.errors import Gone
-from processors.feed.filters import FeedFilter, Order
-from processors.feed.index import NO_LOWER, NO_UPPER, OFFSET_MASK, IndexReader, PartitionState
-from processors.feed.scope import Scope
+from events_api.cursor import Cursor
+from events_api.errors import Gone
+from events_api.filters import FeedFilter, Order
+from events_api.index import NO_LOWER, NO_UPPER, OFFSET_MASK, IndexReader, PartitionState
+from events_api.scope import Scope
 
 COUNT_CAP = 10_000
 UNBOUNDED = OFFSET_MASK + 1

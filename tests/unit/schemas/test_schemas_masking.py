@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from changefeed.errors import ConfigError
 from processors.diff import diff_payloads, to_avro_changes
-from processors.redact import Redactor
+from schemas.masking import Redactor
 
 SECRET = b"0123456789abcdef-test-secret"
 MASK = re.compile(r"^\[REDACTED:hmac:[0-9a-f]{16}\]$")

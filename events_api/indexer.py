@@ -9,7 +9,7 @@ run in a child process that owns the index's write connection (:class:`IndexWrit
 they cost the worker's event loop (which also runs the processors and the web server) no
 time under its interpreter lock: indexing uses the other core. The worker reads the same
 SQLite file (WAL: readers never wait for the writer). After each committed batch the tenants
-that received events are woken (:class:`~processors.feed.signals.TenantSignals`).
+that received events are woken (:class:`~events_api.signals.TenantSignals`).
 
 Kafka having deleted offsets the index never read (a worker down for longer than the
 retention) is recorded as a gap (``gone_below``), never papered over: cursors from before
@@ -36,10 +36,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from processors.feed.errors import FeedError
-from processors.feed.events import CHANGE_EVENT_SCHEMA, epoch_micros, render_event
-from processors.feed.index import FeedIndex, IndexedEvent
-from processors.feed.signals import TenantSignals
+from events_api.errors import FeedError
+from events_api.events import CHANGE_EVENT_SCHEMA, epoch_micros, render_event
+from events_api.index import FeedIndex, IndexedEvent
+from events_api.signals import TenantSignals
 
 log = logging.getLogger(__name__)
 

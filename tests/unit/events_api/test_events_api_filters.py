@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from multidict import MultiDict
 
-from processors.feed.errors import BadRequest
-from processors.feed.filters import FeedFilter, Order, glob_of, parse_list_params
+from events_api.errors import BadRequest
+from events_api.filters import FeedFilter, Order, glob_of, parse_list_params
 
 
 def parse(query: dict[str, str] | list[tuple[str, str]], *, poll: bool = False):  # type: ignore[no-untyped-def]

@@ -23,9 +23,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.feed.errors import BadRequest
-from processors.feed.filters import FeedFilter, Order
-from processors.feed.scope import Scope
+from events_api.errors import BadRequest
+from events_api.filters import FeedFilter, Order
+from events_api.scope import Scope
 
 VERSION = "c1"
 MAC_BYTES = 16
