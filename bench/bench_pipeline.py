@@ -4,21 +4,25 @@ Measured in one run, against one broker, each phase on fresh topics:
 
   throughput  ``actions`` is filled with N actions of the load generator (5 % duplicates,
               5 % late), then drained by: (a) a raw aiokafka consume + produce
-              pass-through (no decoding, no transactions: the ceiling); (f1), (f7) the
-              exactly-once floor, ``bench/faust_floor.py``: the worker's app, agent loop and
-              transactions forwarding each record unchanged to 1 and to 7 topics (7 = what
-              the processors write per change: the change and six changelog entries), no
-              decoding and no state; and (b) a ``changefeed worker`` (exactly-once). Prints
-              actions/s of each and their ratios to (a).
+              pass-through (no decoding, no transactions: the ceiling); (f1), (f3) the
+              exactly-once floor, ``bench/faust_floor.py``: the worker's app, batching
+              consumer, agent loop and transactions forwarding each record unchanged to 1
+              and to 3 topics (3 = what the processors write per change: the change, the
+              subject's state and the dedupe entry), no decoding and no state; and (b) a
+              ``changefeed worker`` (exactly-once). Prints actions/s of each and their
+              ratios to (a), the worker's CPU seconds per 1,000 actions, and how fast its
+              feed index (a child process) read the changes, with its own CPU seconds per
+              1,000 changes, from the same start.
   logic       the per-action work of the worker without Kafka or Faust: the same N actions
               through ``ActionPipeline`` with its writes applied to RocksDB, in this process,
               with Python's default garbage collector settings and with the worker's.
   latency     while a worker runs, actions are published at half of (b)'s rate; the time
               from publishing an action to its change being readable with ``read_committed``
               is recorded (p50, p99, max).
-  memory      the worker's changelogs are filled with S subjects and I dedupe ids (twice I
-              entries in ``seen_events``: the id and its expiry entry), a worker restores
-              them and then processes actions for random subjects; its RSS is sampled.
+  memory      the worker's changelogs are filled with S subjects and I dedupe ids (each
+              with the payload its change left, as the worker writes them), a worker
+              restores them and then processes actions for random subjects; its RSS is
+              sampled.
   quix        the same job written with Quix Streams (``bench/quix_job.py``, its differences
               from the worker are listed there), exactly-once, in a subprocess, drains the
               prefilled ``actions`` (with ``throughput``: the same topic, after the worker,
@@ -26,8 +30,9 @@ Measured in one run, against one broker, each phase on fresh topics:
               its offsets, committed with its changes, cover every action; its CPU seconds
               per 1,000 actions over that span; then its changes are counted (read_committed).
 
-Targets: >= 10,000 actions/s and >= 50 % of the pass-through; p99 <= 250 ms; RSS <= 400 MB
-with 1M subjects and 5M ids.
+Targets: worker >= 1.5x the Quix Streams job and >= 5,000 actions/s; the exactly-once floor
+>= 30,000 records/s; the feed index at least as fast as the worker; p99 <= 250 ms at half
+the worker's maximum rate; RSS <= 400 MB with 1M subjects and 5M ids.
 
     python bench/bench_pipeline.py --bootstrap 127.0.0.1:9092
     python bench/bench_pipeline.py --phases throughput,latency --actions 200000
@@ -46,6 +51,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -110,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--actions", type=int, default=200_000, help="throughput: N")
     parser.add_argument("--workers", type=int, default=1, help="throughput: worker processes")
     parser.add_argument(
-        "--floor-fanouts", default="1,7", help="throughput: fan-outs of the floor ('' for none)"
+        "--floor-fanouts", default="1,3", help="throughput: fan-outs of the floor ('' for none)"
     )
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--latency-rate", type=float, help="default: half the measured rate")
@@ -169,15 +175,25 @@ def throughput(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
             for worker in workers:
                 worker.wait_ready()
             began, done_before = time.monotonic(), committed(settings)
+            cpu_before = [worker.cpu_split() for worker in workers]
             done_at, rss = wait_committed(settings, count, workers)
+            cpu_done = [worker.cpu_split() for worker in workers]
             metrics = [worker.metrics() for worker in workers]
+            changes = changes_end(settings)
+            indexed_at = wait_indexed(workers[0], changes)
+            cpu_indexed = [worker.cpu_split() for worker in workers]
         finally:
             for worker in workers:
                 worker.stop()
         pipeline_s = done_at - began
         measured = count - done_before
         rate = measured / pipeline_s
-        _log(f"pipeline: {rate:,.0f}/s over {measured} actions")
+        index_rate = changes / (indexed_at - began)
+        worker_cpu = sum(
+            done[0] - before[0] for done, before in zip(cpu_done, cpu_before, strict=True)
+        )
+        index_cpu = cpu_indexed[0][1] - cpu_before[0][1]
+        _log(f"pipeline: {rate:,.0f}/s over {measured} actions; feed index {index_rate:,.0f}/s")
         quix = {}
         if "quix" in args.phases.split(","):
             quix["quix"] = quix_drain(settings, Path(tmp), count, rate, metrics)
@@ -190,6 +206,11 @@ def throughput(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
             "ratio": round(rate / (count / passthrough_s), 3),
             "worker_peak_rss_mb": rss,
             "worker_cpu_s": [w.cpu_seconds_at_stop for w in workers],
+            "worker_cpu_s_per_1000_actions": round(worker_cpu / measured * 1000, 3),
+            "changes": changes,
+            "index_changes_per_s": round(index_rate),
+            "index_keeps_up": index_rate >= rate,
+            "index_writer_cpu_s_per_1000_changes": round(index_cpu / changes * 1000, 3),
             "worker_metrics": metrics,
             "measured_actions": measured,
             "wall_s": round(pipeline_s, 1),
@@ -296,6 +317,28 @@ def committed(settings: Settings) -> int:
         for tp, meta in offsets.items()
         if tp.topic == settings.topic("actions") and meta.offset > 0
     )
+
+
+def changes_end(settings: Settings) -> int:
+    """How many offsets ``changes`` holds, over all partitions (markers included)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap)
+    try:
+        parts = consumer.partitions_for_topic(settings.topic("changes")) or set()
+        tps = [TopicPartition(settings.topic("changes"), p) for p in parts]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def wait_indexed(worker: Worker, end: int, timeout_s: float = 600.0) -> float:
+    """When the worker's feed index has read ``changes`` up to ``end`` offsets."""
+    deadline = time.monotonic() + timeout_s
+    while worker.index_positions() < end:
+        worker.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the feed index did not catch up; see {worker.log_path}")
+        time.sleep(0.05)
+    return time.monotonic()
 
 
 def wait_committed(settings: Settings, count: int, workers: list[Worker]) -> tuple[float, float]:
@@ -545,22 +588,25 @@ def fill_changelogs(settings: Settings, subjects: int, ids: int) -> None:
                 "updated_at": "2026-11-23T00:00:00Z",
             }
         )
-        state = models.SubjectState(payload, False, 3, 1_700_000_000_000_000, 3, f"e{n}", None)
+        recent = tuple(
+            models.RecentChange(v, 1_700_000_000_000_000 + v, f"e{n}-{v}") for v in (1, 2, 3)
+        )
+        state = models.SubjectState(
+            payload, False, 3, 1_700_000_000_000_003, 3, f"e{n}-3", str(uuid.uuid4()), recent
+        )
         producer.send(state_topic, key=f"acme/project/{n}".encode(), value=state.encode())
     _log(f"{subjects} subject states written in {time.monotonic() - began:.0f}s")
     for n in range(ids):
         event_id = str(uuid.UUID(int=random.getrandbits(128)))
         seen_ms = now_ms - (ids - n)  # oldest first, all inside the window
-        key = models.seen_key(event_id)
-        partition = n % settings.partitions
-        producer.send(
-            seen_topic, key=key, value=models.SeenEvent(seen_ms, None).encode(), partition=partition
-        )
+        # Each id keeps the payload its change left (for diffing late actions), as a change does.
+        payload = f'{{"id":"{n}","name":"Project {n}","status":"active","budget_cents":{n}}}'
+        seen = models.SeenEvent(seen_ms, str(uuid.UUID(int=n)), payload)
         producer.send(
             seen_topic,
-            key=models.expiry_key(seen_ms, event_id),
-            value=models.encode_expiry([]),
-            partition=partition,
+            key=models.seen_key(event_id),
+            value=seen.encode(),
+            partition=n % settings.partitions,
         )
     producer.flush()
     producer.close()
@@ -720,6 +766,8 @@ class Worker:
             "CHANGEFEED_DATA_DIR": str(settings.data_dir / str(number)),
             "CHANGEFEED_WORKER_PORT": str(self.port),
         }
+        self.data_dir = settings.data_dir / str(number)
+        self.changes_topic = settings.topic("changes")
         self.log_path = log_dir / f"worker-{number}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -770,11 +818,22 @@ class Worker:
         return _rss_mb(pid), sum(_rss_mb(child) for child in _children(pid))
 
     def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.process.pid)
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU seconds of the worker process itself, and of its children (the index writer)."""
+        pid = self.process.pid
+        return _cpu_seconds(pid), sum(_cpu_seconds(child) for child in _children(pid))
+
+    def index_positions(self) -> int:
+        """How many ``changes`` offsets the worker's feed index has read, over all partitions."""
+        path = self.data_dir / "feed" / f"{self.changes_topic}.sqlite3"
         try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            return 0.0
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+                row = db.execute("SELECT coalesce(sum(next_offset), 0) FROM partitions").fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(row[0])
 
     def stop(self) -> None:
         self.cpu_seconds_at_stop = round(self.cpu_seconds(), 1)
@@ -785,6 +844,14 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
 
 
 def _rss_mb(pid: int) -> float:

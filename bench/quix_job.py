@@ -15,24 +15,26 @@ fingerprints) follow the worker's.
 
 What it does differently from ``changefeed worker``:
 
-* **State writes per change: 2, not 6.** One entry per event id (the wall-clock ms it was
-  first seen) and one per subject (payload, deleted, version, occurred_at, sequence). The
-  worker also writes ``change_by_id``, ``changes_by_request``, ``subject_history`` and an
-  expiry-index entry per change. A no-op writes the id entry (and the subject's advanced
-  position when in order), as in the worker.
+* **State writes per change: 2, as the worker**, but smaller: one entry per event id (the
+  wall-clock ms it was first seen) and one per subject (payload, deleted, version,
+  occurred_at, sequence). The worker's entries also keep what it needs to diff a late action
+  against its true predecessor: the payload each change left (in its id's entry) and the
+  positions of the subject's recent changes (in its state). A no-op writes the id entry (and
+  the subject's advanced position when in order), as in the worker.
 * **Late actions are diffed against the subject's current state**, not against their true
-  predecessor from the subject's history (there is no history here). So a late action's
+  predecessor (there is no record of earlier payloads here). So a late action's
   ``previous_payload``/``payload_changes`` differ from the worker's, and a late update equal
   to the current state counts as a no-op here while the worker may emit it.
 * **Dedupe scope and window.** Quix state is scoped to the message key, so an event id is
   remembered per subject (the worker: per partition). An id counts as a duplicate while
-  ``now - first_seen < retention_ms``; expired ids are **never purged** (the worker purges
-  them and their index entries every second), so this state grows without bound.
+  ``now - first_seen < retention_ms``; expired ids are **never purged** (the worker's RocksDB
+  drops them at compaction, by time to live), so this state grows without bound.
 * **No dead-letter topic.** A bad record (undecodable, unknown schema, invalid field, key
   not the subject, bad payload, or any error in the per-record logic) is counted and
   skipped; nothing is produced for it.
-* **No feed index, no events API, no tables to serve**: no SQLite index writer child, no
-  web server, no health or metrics endpoint, no record-size guard.
+* **No feed index, no events API, no tables to serve**: no SQLite index writer child (the
+  worker's indexes every change on the same two cores), no web server, no health or metrics
+  endpoint, no record-size guard.
 * **Output partition**: chosen by the producer from the key (``murmur2_random``, the same
   hash as the Java client and kafka-python, so the action's partition when ``actions`` was
   filled by either); the worker writes to the action's partition explicitly.
