@@ -44,7 +44,7 @@ DEAD_LETTER_PARTITION = 0
 IDLE_COMMIT_GAP_S = 0.05
 OUTBOX_HARD_LIMIT = 4 * 1024 * 1024
 """Queued bytes at which the agent waits for a commit in progress to flush the outbox."""
-CHUNK = 256
+CHUNK = 32
 """Records handled between two yields to the event loop (web requests wait no longer)."""
 BATCH_QUEUE = 4
 """Fetched batches waiting for the agent; the fetch loop waits when they are this many."""

@@ -35,6 +35,7 @@ from schemas.masking import Redactor
 COMMIT_INTERVAL_S = 0.1
 COMMIT_EVERY = 100_000
 PRODUCER_BATCH_BYTES = 512 * 1024
+PRODUCER_REQUEST_BYTES = 4 * 1024 * 1024
 SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_INTERVAL_S = 2.0
 MAX_POLL_RECORDS = 2000
@@ -73,6 +74,7 @@ def new_app(settings: Settings) -> ExactlyOnceApp:
         broker_commit_every=COMMIT_EVERY,
         broker_commit_interval=COMMIT_INTERVAL_S,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_max_request_size=PRODUCER_REQUEST_BYTES,
         producer_linger=0.0,
         broker_max_poll_records=MAX_POLL_RECORDS,
         consumer_max_fetch_size=MAX_FETCH_BYTES,
