@@ -1,275 +1,499 @@
-"""The ``changefeed`` command: one entry point, a subcommand per job.
+"""The ``changefeed`` command: one click group, a subcommand per job.
 
-Settings come from the environment, read here once (:meth:`Settings.from_env`), and are
-handed down; flags override them. Heavy imports (Faust, aiohttp) happen inside the
-subcommand that needs them, so ``changefeed --help`` and ``broker status`` stay fast.
+Settings come from the environment, read once per command (:meth:`Settings.from_env`) when
+the command runs, never while parsing, so ``--help`` works whatever the environment holds;
+``--bootstrap`` overrides ``CHANGEFEED_BOOTSTRAP``. Heavy imports (Kafka clients, Faust,
+aiohttp) happen inside the command that needs them, so ``changefeed --help`` stays fast.
+
+One rule for failures (:func:`main`): a command that fails prints one line on stderr naming
+the cause and what to do, and exits with a documented code (:mod:`changefeed.failures`);
+``--debug`` adds the traceback. :func:`main` takes ``argv`` and returns the exit code, so
+tests and the console script share it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+import click
+
+from changefeed import __version__
 from changefeed.config import Settings
-from changefeed.errors import ChangefeedError
+from changefeed.failures import EXIT_CODES_HELP, ExitCode, failure_for
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+PROG = "changefeed"
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="changefeed",
-        description="Change-event pipeline: API actions -> Kafka -> change events, tables, feed.",
-    )
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (env CHANGEFEED_BOOTSTRAP)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    broker = sub.add_parser("broker", help="the local single-node Kafka broker (KRaft)")
-    broker_sub = broker.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
-    start = broker_sub.add_parser(
-        "start", help="fetch the jars once, format, start, wait until ready"
-    )
-    start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
-    start.set_defaults(handler=_broker_start)
-    broker_sub.add_parser("status", help="is it running and answering?").set_defaults(
-        handler=_broker_status
-    )
-    stop = broker_sub.add_parser("stop", help="controlled shutdown (SIGTERM, then SIGKILL)")
-    stop.add_argument("--kill", action="store_true", help="SIGKILL at once (simulate a crash)")
-    stop.set_defaults(handler=_broker_stop)
-
-    topics = sub.add_parser("topics", help="the project's topics, as declared in code")
-    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
-    topics_sub.add_parser(
-        "ensure", help="create missing topics, correct config drift, report partition drift"
-    ).set_defaults(handler=_topics_ensure)
-    topics_sub.add_parser(
-        "describe", help="partitions, retention.ms and cleanup.policy of every project topic"
-    ).set_defaults(handler=_topics_describe)
-
-    worker = sub.add_parser("worker", help="run the Faust processors worker and the events API")
-    worker.add_argument("--loglevel", default="info", help="worker log level")
-    worker.set_defaults(handler=_worker)
-
-    demo_api = sub.add_parser("demo-api", help="run the demo business API that publishes actions")
-    demo_api.set_defaults(handler=_demo_api)
-
-    loadgen = sub.add_parser("loadgen", help="send realistic demo traffic")
-    loadgen.add_argument("--target", help="demo API base URL; omit to publish directly to Kafka")
-    loadgen.add_argument("--rate", type=float, default=50.0, help="actions per second")
-    loadgen.add_argument("--duration", type=float, default=30.0, help="seconds to run")
-    loadgen.add_argument("--tenants", type=int, default=3)
-    loadgen.add_argument(
-        "--duplicates", type=float, default=0.05, help="share re-sent as duplicates"
-    )
-    loadgen.add_argument("--out-of-order", type=float, default=0.05, help="share completed late")
-    loadgen.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
-    loadgen.set_defaults(handler=_loadgen)
-
-    replay = sub.add_parser(
-        "replay", help="copy a window of a topic's history to another topic or to stdout"
-    )
-    replay.add_argument("--since", required=True, help="RFC 3339 time, or -2h / -30m / -1d")
-    replay.add_argument("--until", help="RFC 3339 time or -1h (default: the tip at start)")
-    replay.add_argument("--source", default="changes", help="project topic to read (unprefixed)")
-    replay.add_argument("--to-topic", help="write records unchanged to this (existing) topic")
-    replay.add_argument("--tenant", help="only this tenant's records")
-    replay.add_argument("--event-type", help="only this event type; globs like 'expense_*:*'")
-    replay.set_defaults(handler=_replay)
-
-    keys = sub.add_parser("keys", help="API keys of the events API (stored as digests only)")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = keys_sub.add_parser("create", help="create a key and print it, once")
-    create.add_argument("--tenant", required=True, help="the tenant the key reads")
-    create.add_argument(
-        "--role", required=True, choices=["admin", "user"], help="admin: whole tenant; user: own"
-    )
-    create.add_argument("--user", help="the user a user key reads the events of")
-    create.add_argument("--name", default="", help="a label, e.g. who holds the key")
-    create.set_defaults(handler=_keys_create)
-    keys_list = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
-    keys_list.add_argument("--tenant", help="only this tenant's keys")
-    keys_list.set_defaults(handler=_keys_list)
-    revoke = keys_sub.add_parser("revoke", help="revoke a key; every worker refuses it at once")
-    revoke.add_argument("key_id", help="the key id, as keys list shows it")
-    revoke.set_defaults(handler=_keys_revoke)
-
-    demo = sub.add_parser(
-        "demo", help="start broker, topics, worker and APIs, send demo traffic, print where to look"
-    )
-    demo.add_argument("--duration", type=float, default=20.0, help="seconds of demo traffic")
-    demo.add_argument("--rate", type=float, default=40.0, help="demo requests per second")
-    demo.add_argument(
-        "--keep-running", action="store_true", help="leave the services up after the traffic"
-    )
-    demo.set_defaults(handler=_demo)
-    return parser
+_EPILOG = (
+    "\b\nExit codes:\n"
+    + "\n".join(f"  {int(code):<4}{text}" for code, text in EXIT_CODES_HELP.items())
+    + "\n\nA failure prints one line on stderr; --debug adds the traceback. "
+    "Settings come from CHANGEFEED_* variables (see the README)."
+)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    if args.bootstrap:
-        settings = settings.with_(bootstrap=args.bootstrap)
-    handler: Handler = args.handler
-    try:
-        return handler(args, settings)
-    except ChangefeedError as exc:
-        print(f"changefeed: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+@dataclass
+class _Globals:
+    """The group's options, handed to every command through the click context."""
+
+    bootstrap: str | None
+    debug: bool
+
+    def settings(self) -> Settings:
+        settings = Settings.from_env()
+        return settings.with_(bootstrap=self.bootstrap) if self.bootstrap else settings
 
 
-def _broker_start(args: argparse.Namespace, settings: Settings) -> int:
+class TimeParam(click.ParamType):
+    """An RFC 3339 time, or a relative ``-2h`` / ``-30m`` / ``-1d`` / ``-90s`` from now.
+
+    Click hands the next word to an option that takes a value even when it starts with a
+    dash, so ``--since -2h`` and ``--since=-2h`` both work.
+    """
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        from changefeed.replay import ReplayError, parse_time
+
+        try:
+            return parse_time(str(value))
+        except ReplayError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_pass_globals = click.make_pass_decorator(_Globals)
+
+# Set in the context's meta (shared by nested contexts): parse and check, run nothing.
+_PARSE_ONLY = "changefeed.parse_only"
+
+
+class _Command(click.Command):
+    """A command that parses and converts its arguments, then runs unless parse-only."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.meta.get(_PARSE_ONLY):
+            return dict(ctx.params)
+        return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # subgroups are _Group too
+
+
+def check_usage(argv: Sequence[str]) -> dict[str, Any]:
+    """Parse ``argv`` as :func:`main` would, through to the command's options and their
+    types, without running anything; returns the command's converted parameters. Raises
+    ``click.UsageError`` when ``argv`` would not parse."""
+    with cli.make_context(PROG, list(argv)) as ctx:
+        ctx.meta[_PARSE_ONLY] = True
+        params = cli.invoke(ctx)
+    assert isinstance(params, dict)
+    return params
+
+
+@click.group(
+    cls=_Group,
+    name=PROG,
+    epilog=_EPILOG,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "show_default": True,
+        "max_content_width": 100,
+    },
+)
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+@click.option(
+    "--bootstrap",
+    metavar="HOST:PORT[,...]",
+    help="Kafka bootstrap servers  [default: $CHANGEFEED_BOOTSTRAP, else 127.0.0.1:9092]",
+)
+@click.option("--debug", is_flag=True, help="show the traceback when a command fails")
+@click.pass_context
+def cli(ctx: click.Context, bootstrap: str | None, debug: bool) -> None:
+    """Change-event pipeline: API actions -> Kafka -> change events, tables, feed."""
+    ctx.obj = _Globals(bootstrap=bootstrap, debug=debug)
+
+
+# -- broker -------------------------------------------------------------------------------
+@cli.group()
+def broker() -> None:
+    """The local single-node Kafka broker (KRaft)."""
+
+
+@broker.command("start")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=180.0,
+    help="seconds to wait for readiness",
+)
+@_pass_globals
+def broker_start(g: _Globals, timeout: float) -> int:
+    """Start the broker and wait until it answers.
+
+    Fetches the Kafka jars once, formats the KRaft storage, starts the broker and waits for
+    a metadata answer; a running broker is reused.
+    """
     import time
 
     from changefeed.broker import LocalBroker
 
     began = time.monotonic()
-    status = LocalBroker(settings.broker).start(timeout_s=args.timeout)
-    print(f"{status.describe()} (ready in {time.monotonic() - began:.1f}s)")
-    return 0
+    status = LocalBroker(g.settings().broker).start(timeout_s=timeout)
+    click.echo(f"{status.describe()} (ready in {time.monotonic() - began:.1f}s)")
+    return ExitCode.OK
 
 
-def _broker_status(args: argparse.Namespace, settings: Settings) -> int:
+@broker.command("status")
+@_pass_globals
+def broker_status(g: _Globals) -> int:
+    """Is it running and answering? Exits 3 when it does not answer."""
     from changefeed.broker import LocalBroker
 
-    status = LocalBroker(settings.broker).status()
-    print(status.describe())
-    return 0 if status.reachable else 3
+    status = LocalBroker(g.settings().broker).status()
+    click.echo(status.describe())
+    return ExitCode.OK if status.reachable else ExitCode.BROKER
 
 
-def _broker_stop(args: argparse.Namespace, settings: Settings) -> int:
+@broker.command("stop")
+@click.option("--kill", is_flag=True, help="SIGKILL at once (simulate a crash)")
+@_pass_globals
+def broker_stop(g: _Globals, kill: bool) -> int:
+    """Controlled shutdown (SIGTERM, then SIGKILL)."""
     from changefeed.broker import LocalBroker
 
-    stopped = LocalBroker(settings.broker).stop(kill=args.kill)
-    print("stopped" if stopped else "was not running")
-    return 0
+    stopped = LocalBroker(g.settings().broker).stop(kill=kill)
+    click.echo("stopped" if stopped else "was not running")
+    return ExitCode.OK
 
 
-def _topics_ensure(args: argparse.Namespace, settings: Settings) -> int:
+# -- topics -------------------------------------------------------------------------------
+@cli.group()
+def topics() -> None:
+    """The project's topics, as declared in code."""
+
+
+@topics.command("ensure")
+@_pass_globals
+def topics_ensure(g: _Globals) -> int:
+    """Create missing topics, fix config drift, report the rest.
+
+    Creates missing topics, corrects retention.ms / cleanup.policy drift, and reports a
+    partition count that differs from the declaration (exit 4; left alone, since changing it
+    would re-key subjects).
+    """
     from changefeed.topics import ensure_topics
 
-    reports = ensure_topics(settings)
+    reports = ensure_topics(g.settings())
     for report in reports:
-        print(report.describe())
-    return 4 if any(r.drift for r in reports) else 0
+        click.echo(report.describe())
+    return ExitCode.TOPIC if any(r.drift for r in reports) else ExitCode.OK
 
 
-def _topics_describe(args: argparse.Namespace, settings: Settings) -> int:
+@topics.command("describe")
+@_pass_globals
+def topics_describe(g: _Globals) -> int:
+    """Partitions, retention and cleanup of every project topic.
+
+    One JSON line per topic: partitions, retention.ms and cleanup.policy (the kafka-configs
+    view). Exits 4 when a project topic is missing.
+    """
     from changefeed.topics import describe_topics, project_topics
 
+    settings = g.settings()
     names = [t.name for t in project_topics(settings)]
-    described = describe_topics(settings, names)
-    for name, info in described.items():
+    for name, info in describe_topics(settings, names).items():
         configs = info["configs"]
         assert isinstance(configs, dict)
-        print(
-            json.dumps(
-                {
-                    "topic": name,
-                    "partitions": info["partitions"],
-                    "retention.ms": configs.get("retention.ms"),
-                    "cleanup.policy": configs.get("cleanup.policy"),
-                }
-            )
-        )
-    return 0
+        line = {
+            "topic": name,
+            "partitions": info["partitions"],
+            "retention.ms": configs.get("retention.ms"),
+            "cleanup.policy": configs.get("cleanup.policy"),
+        }
+        click.echo(json.dumps(line))
+    return ExitCode.OK
 
 
-def _worker(args: argparse.Namespace, settings: Settings) -> int:
+# -- services -----------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--loglevel",
+    type=click.Choice(
+        ["debug", "info", "warning", "warn", "error", "critical"], case_sensitive=False
+    ),
+    default="info",
+    help="worker log level",
+)
+@_pass_globals
+def worker(g: _Globals, loglevel: str) -> int:
+    """Run the processors worker; it also serves the events API."""
     from events_api.views import register_events_api
     from processors.worker import run_worker
 
+    settings = g.settings()
     return run_worker(
-        settings, loglevel=args.loglevel, extend=lambda app: register_events_api(app, settings)
+        settings,
+        loglevel=loglevel.lower(),
+        extend=lambda app: register_events_api(app, settings),
     )
 
 
-def _demo_api(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command("demo-api")
+@_pass_globals
+def demo_api(g: _Globals) -> int:
+    """Run the demo business API, whose writes publish actions."""
     from producers.demo_api.server import run_demo_api
 
-    return run_demo_api(settings)
+    return run_demo_api(g.settings())
 
 
-def _loadgen(args: argparse.Namespace, settings: Settings) -> int:
+@cli.command()
+@click.option(
+    "--target",
+    metavar="URL",
+    help="demo API base URL; omit to publish directly to Kafka",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=50.0, help="actions per second"
+)
+@click.option("--duration", type=click.FloatRange(min=0), default=30.0, help="seconds to run")
+@click.option("--tenants", type=click.IntRange(min=1), default=3, help="tenants to spread over")
+@click.option(
+    "--duplicates", type=click.FloatRange(0, 1), default=0.05, help="share re-sent as duplicates"
+)
+@click.option(
+    "--out-of-order", type=click.FloatRange(0, 1), default=0.05, help="share completed late"
+)
+@click.option("--seed", type=int, default=None, help="random seed, for repeatable runs")
+@_pass_globals
+def loadgen(
+    g: _Globals,
+    target: str | None,
+    rate: float,
+    duration: float,
+    tenants: int,
+    duplicates: float,
+    out_of_order: float,
+    seed: int | None,
+) -> int:
+    """Send realistic demo traffic.
+
+    Through the demo API (--target) or straight to Kafka, with duplicates and
+    out-of-order completions.
+    """
     from producers.loadgen import LoadProfile, run_loadgen
 
     profile = LoadProfile(
-        rate=args.rate,
-        duration_s=args.duration,
-        tenants=args.tenants,
-        duplicate_rate=args.duplicates,
-        out_of_order_rate=args.out_of_order,
-        seed=args.seed,
+        rate=rate,
+        duration_s=duration,
+        tenants=tenants,
+        duplicate_rate=duplicates,
+        out_of_order_rate=out_of_order,
+        seed=seed,
     )
-    return run_loadgen(settings, profile, target=args.target)
+    return run_loadgen(g.settings(), profile, target=target)
 
 
-def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from changefeed.replay import ReplayWindow, parse_time, replay
+# -- replay -------------------------------------------------------------------------------
+@cli.command()
+@click.option("--since", type=TimeParam(), required=True, help="RFC 3339 time, or -2h / -30m / -1d")
+@click.option(
+    "--until",
+    type=TimeParam(),
+    default=None,
+    show_default="the tip at start",
+    help="RFC 3339 time, or -1h",
+)
+@click.option("--source", default="changes", help="project topic to read (unprefixed)")
+@click.option(
+    "--to-topic",
+    metavar="TOPIC",
+    show_default="stdout, as JSON lines",
+    help="write records unchanged to this (existing) topic",
+)
+@click.option("--tenant", help="only this tenant's records")
+@click.option("--event-type", help="only this event type; globs like 'expense_*:*'")
+@_pass_globals
+def replay(
+    g: _Globals,
+    since: datetime,
+    until: datetime | None,
+    source: str,
+    to_topic: str | None,
+    tenant: str | None,
+    event_type: str | None,
+) -> int:
+    """Copy a window of a topic's history to a topic or stdout.
 
-    window = ReplayWindow(
-        since=parse_time(args.since),
-        until=parse_time(args.until) if args.until else None,
-        tenant=args.tenant,
-        event_type=args.event_type,
-    )
-    report = replay(
+    Reads each partition (read_committed) from the offset of --since up to the tip at start
+    (or --until); writes records unchanged to --to-topic, or decoded to stdout as JSON lines.
+    """
+    from changefeed.replay import ReplayError, ReplayWindow
+    from changefeed.replay import replay as run_replay
+
+    try:
+        window = ReplayWindow(since=since, until=until, tenant=tenant, event_type=event_type)
+    except ReplayError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--until'") from exc
+    settings = g.settings()
+    report = run_replay(
         settings,
         window,
-        source=settings.topic(args.source),
-        target_topic=args.to_topic,
-        out=None if args.to_topic else sys.stdout,
+        source=settings.topic(source),
+        target_topic=to_topic,
+        out=None if to_topic else sys.stdout,
     )
-    print(report.describe(), file=sys.stderr)
-    return 0
+    click.echo(report.describe(), err=True)
+    return ExitCode.OK
 
 
-def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+# -- keys ---------------------------------------------------------------------------------
+@cli.group()
+def keys() -> None:
+    """API keys of the events API (stored as digests only)."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="the tenant the key reads")
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "user"]),
+    required=True,
+    help="admin: the whole tenant; user: one user's events",
+)
+@click.option("--user", help="the user a user key reads the events of")
+@click.option("--name", default="", help="a label, e.g. who holds the key")
+@_pass_globals
+def keys_create(g: _Globals, tenant: str, role: str, user: str | None, name: str) -> int:
+    """Create a key and print it, once."""
     from changefeed.topics import ensure_topics, project_topics
+    from events_api.access.errors import ApiKeyError
     from events_api.access.key_topic import TOPIC, KeyStore
     from events_api.access.keys import Role, new_key
 
-    key, record = new_key(args.tenant, Role(args.role), user_id=args.user, name=args.name)
+    try:
+        key, record = new_key(tenant, Role(role), user_id=user, name=name)
+    except ApiKeyError as exc:
+        raise click.UsageError(str(exc)) from exc
+    settings = g.settings()
     ensure_topics(settings, [t for t in project_topics(settings) if t.name.endswith(TOPIC)])
     KeyStore(settings).put(record)
-    print(key)
-    print(
+    click.echo(key)
+    click.echo(
         f"key {record.key_id} for tenant {record.tenant_id} ({record.role.value}); "
         "this is the only time the key is shown",
-        file=sys.stderr,
+        err=True,
     )
-    return 0
+    return ExitCode.OK
 
 
-def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+@keys.command("list")
+@click.option("--tenant", help="only this tenant's keys")
+@_pass_globals
+def keys_list(g: _Globals, tenant: str | None) -> int:
+    """List keys as JSON lines (never the keys themselves)."""
     from events_api.access.key_topic import KeyStore
 
-    for record in sorted(KeyStore(settings).records().values(), key=lambda r: r.created_at):
-        if args.tenant is None or record.tenant_id == args.tenant:
-            print(json.dumps(record.public()))
-    return 0
+    for record in sorted(KeyStore(g.settings()).records().values(), key=lambda r: r.created_at):
+        if tenant is None or record.tenant_id == tenant:
+            click.echo(json.dumps(record.public()))
+    return ExitCode.OK
 
 
-def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+@keys.command("revoke")
+@click.argument("key_id")
+@_pass_globals
+def keys_revoke(g: _Globals, key_id: str) -> int:
+    """Revoke the key KEY_ID (as `keys list` shows it); every worker refuses it at once."""
     from events_api.access.key_topic import KeyStore
 
-    record = KeyStore(settings).revoke(args.key_id)
-    print(f"key {record.key_id} revoked at {record.revoked_at}")
-    return 0
+    record = KeyStore(g.settings()).revoke(key_id)
+    click.echo(f"key {record.key_id} revoked at {record.revoked_at}")
+    return ExitCode.OK
 
 
-def _demo(args: argparse.Namespace, settings: Settings) -> int:
+# -- demo ---------------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--duration", type=click.FloatRange(min=0), default=20.0, help="seconds of demo traffic"
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=40.0,
+    help="demo requests per second",
+)
+@click.option("--keep-running", is_flag=True, help="leave the services up after the traffic")
+@_pass_globals
+def demo(g: _Globals, duration: float, rate: float, keep_running: bool) -> int:
+    """Everything end to end: broker, topics, worker, APIs, traffic.
+
+    Starts (or reuses) the broker, ensures the topics, starts the worker and the demo API,
+    sends demo traffic through the demo API, waits until the change events are readable,
+    then prints a sample and where to look.
+    """
     from changefeed.demo import run_demo
 
-    return run_demo(
-        settings, duration_s=args.duration, rate=args.rate, keep_running=args.keep_running
-    )
+    return run_demo(g.settings(), duration_s=duration, rate=rate, keep_running=keep_running)
+
+
+# -- entry point --------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = False
+    try:
+        with cli.make_context(PROG, args) as ctx:
+            debug = bool(ctx.params.get("debug"))
+            result = cli.invoke(ctx)
+        return int(result) if isinstance(result, int) else ExitCode.OK
+    except click.exceptions.Exit as exc:  # --help, --version
+        return int(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group without its command
+        click.echo(exc.format_message(), err=True)
+        return ExitCode.USAGE
+    except click.UsageError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(_usage_line(exc), err=True)
+        return ExitCode.USAGE
+    except click.ClickException as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"{PROG}: error: {_one_line(exc.format_message())}", err=True)
+        return int(exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (``changefeed replay ... | head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.FAILED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        failure = failure_for(exc)
+        click.echo(failure.line, err=True)
+        return failure.code
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    path = exc.ctx.command_path if exc.ctx is not None else PROG
+    return f"{path}: error: {_one_line(exc.format_message())}; see '{path} --help'"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
 
 
 if __name__ == "__main__":

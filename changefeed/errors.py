@@ -18,5 +18,13 @@ class BrokerError(ChangefeedError):
     """The local Kafka broker could not be fetched, formatted, started or reached."""
 
 
+class BrokerUnreachableError(BrokerError):
+    """No Kafka broker answered at the bootstrap address in time."""
+
+
 class TopicError(ChangefeedError):
     """A project topic could not be created or does not match its declaration."""
+
+
+class TopicMissingError(TopicError):
+    """A topic the command needs does not exist (project topics: ``changefeed topics ensure``)."""

@@ -25,11 +25,16 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from changefeed.config import Settings
-from changefeed.errors import ChangefeedError
+from changefeed.errors import BrokerUnreachableError, ChangefeedError, TopicMissingError
+from changefeed.kafka.admin import BOOTSTRAP_TIMEOUT_S
 
 
 class ReplayError(ChangefeedError):
     """The replay window or its source/target cannot be used."""
+
+
+class ReplayTopicMissingError(ReplayError, TopicMissingError):
+    """The source or target topic of a replay does not exist."""
 
 
 @dataclass(frozen=True)
@@ -87,19 +92,29 @@ def replay(
     if (target_topic is None) == (out is None):
         raise ReplayError("give exactly one of a target topic or an output stream")
     began = time.monotonic()
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    bootstrap_timeout_ms = int(BOOTSTRAP_TIMEOUT_S * 1000)
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
+        )
+    except KafkaError as exc:
+        raise BrokerUnreachableError(
+            f"no Kafka broker answers at {settings.bootstrap}: {exc}"
+        ) from exc
     producer = None
     try:
         partitions = _partitions(consumer, source)
         if target_topic is not None:
             _partitions(consumer, target_topic)  # fails clearly when the target is missing
             producer = KafkaProducer(
-                bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=True
+                bootstrap_servers=settings.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                bootstrap_timeout_ms=bootstrap_timeout_ms,
             )
         report = ReplayReport()
         starts, ends = _bounds(consumer, partitions, window, settings, report)
@@ -123,7 +138,7 @@ def replay(
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     found = consumer.partitions_for_topic(topic)
     if not found:
-        raise ReplayError(f"topic {topic!r} does not exist")
+        raise ReplayTopicMissingError(f"topic {topic!r} does not exist")
     return [TopicPartition(topic, p) for p in sorted(found)]
 
 

@@ -16,7 +16,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from changefeed.config import Settings
-from changefeed.errors import TopicError
+from changefeed.errors import TopicError, TopicMissingError
 from changefeed.kafka.admin import admin_client
 
 
@@ -144,7 +144,7 @@ def _describe(admin, names: list[str]) -> dict[str, dict[str, object]]:  # type:
     for name in names:
         topic_meta = meta.get(name)
         if topic_meta is None or topic_meta.get("error_code", 0) != 0:
-            raise TopicError(f"topic {name} does not exist")
+            raise TopicMissingError(f"topic {name} does not exist")
         out[name] = {
             "partitions": len(topic_meta["partitions"]),
             "configs": {k: v["value"] for k, v in configs.get(name, {}).items()},

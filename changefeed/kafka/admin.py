@@ -9,21 +9,28 @@ from contextlib import contextmanager
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from changefeed.errors import BrokerError
+from changefeed.errors import BrokerError, BrokerUnreachableError
+
+# How long a one-shot client waits for a first broker answer before it gives up: long
+# enough for a busy broker, short enough that a command against a wrong address fails fast.
+BOOTSTRAP_TIMEOUT_S = 5.0
 
 
 @contextmanager
-def admin_client(bootstrap: str, *, timeout_s: float = 10.0) -> Iterator[KafkaAdminClient]:
-    """An admin client, closed on exit; ``BrokerError`` when no broker answers."""
+def admin_client(
+    bootstrap: str, *, timeout_s: float = 10.0, bootstrap_timeout_s: float = BOOTSTRAP_TIMEOUT_S
+) -> Iterator[KafkaAdminClient]:
+    """An admin client, closed on exit; ``BrokerError`` when no broker answers within
+    ``bootstrap_timeout_s``. ``timeout_s`` bounds each request once connected."""
     try:
         client = KafkaAdminClient(
             bootstrap_servers=bootstrap,
             client_id="changefeed-admin",
             request_timeout_ms=int(timeout_s * 1000),
-            bootstrap_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(min(timeout_s, bootstrap_timeout_s) * 1000),
         )
     except KafkaError as exc:
-        raise BrokerError(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
+        raise BrokerUnreachableError(f"no Kafka broker answers at {bootstrap}: {exc}") from exc
     try:
         yield client
     finally:

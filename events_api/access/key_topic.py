@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 TOPIC = "api_keys"
 RETRY_S = 1.0
+# The CLI's clients give up on an unreachable broker after this, not kafka-python's 30 s.
+_BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
 class KeyStore:
@@ -51,6 +53,7 @@ class KeyStore:
                 enable_auto_commit=False,
                 group_id=None,
                 isolation_level="read_committed",
+                bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
             )
         except KafkaError as exc:
             raise ApiKeyError(f"cannot reach Kafka at {self.settings.bootstrap}: {exc}") from exc
@@ -78,7 +81,11 @@ class KeyStore:
 
     def put(self, record: ApiKeyRecord) -> None:
         try:
-            producer = KafkaProducer(bootstrap_servers=self.settings.bootstrap, acks="all")
+            producer = KafkaProducer(
+                bootstrap_servers=self.settings.bootstrap,
+                acks="all",
+                bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
+            )
         except KafkaError as exc:
             raise ApiKeyError(f"cannot reach Kafka at {self.settings.bootstrap}: {exc}") from exc
         try:
