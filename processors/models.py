@@ -1,6 +1,7 @@
 """What the processors keep per subject and per action, and how it is laid out in the tables.
 
-Two tables (:mod:`processors.tables`), raw bytes: keys are UTF-8 text, values compact JSON.
+Two tables (:mod:`processors.tables`), raw bytes: keys are UTF-8 text, values a line of
+compact JSON followed by the payload's JSON text as it is (see :func:`_pack`).
 An action writes at most one entry in each, and its change event goes to ``changes``: three
 records per action, all in the transaction that commits the action's offset. Everything
 else the events API looks up (a change by id, a request's changes, a subject's history) is
@@ -59,8 +60,26 @@ def is_older(
     return occurred_at < than_occurred_at
 
 
-def _dump(values: dict[str, Any]) -> bytes:
-    return _JSON.encode(values).encode()
+_NO_PAYLOAD = b"\x00"
+"""After the header line: the value has no payload (``None``), as opposed to an empty one."""
+
+
+def _pack(values: dict[str, Any], payload: str | None) -> bytes:
+    """``values`` as one line of compact JSON, then the payload text as it is.
+
+    The payload is JSON text already: stored after the header rather than inside it, it is
+    neither escaped on the way in nor unescaped on the way out (the largest part of a value).
+    """
+    head = _JSON.encode(values).encode()
+    if payload is None:
+        return head + b"\n" + _NO_PAYLOAD
+    return head + b"\n" + payload.encode()
+
+
+def _unpack(data: bytes) -> tuple[dict[str, Any], str | None]:
+    head, _, tail = data.partition(b"\n")  # compact JSON has no raw newline
+    values: dict[str, Any] = json.loads(head)
+    return values, None if tail == _NO_PAYLOAD else tail.decode()
 
 
 @dataclass(frozen=True)
@@ -96,9 +115,8 @@ class SubjectState:
     recent: tuple[RecentChange, ...] = ()
 
     def encode(self) -> bytes:
-        return _dump(
+        return _pack(
             {
-                "payload": self.payload,
                 "deleted": self.deleted,
                 "version": self.version,
                 "occurred_at": self.occurred_at,
@@ -106,14 +124,15 @@ class SubjectState:
                 "event_id": self.event_id,
                 "change_id": self.change_id,
                 "recent": [[r.version, r.occurred_at, r.event_id] for r in self.recent],
-            }
+            },
+            self.payload,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> SubjectState:
-        values = json.loads(data)
+        values, payload = _unpack(data)
         recent = tuple(RecentChange(*entry) for entry in values.pop("recent", ()))
-        return cls(**values, recent=recent)
+        return cls(payload=payload, **values, recent=recent)
 
     def with_recent(self, change: RecentChange) -> tuple[RecentChange, ...]:
         """``recent`` with ``change`` added at its position, the oldest dropped past the limit."""
@@ -141,10 +160,9 @@ class SeenEvent:
     payload: str | None = None
 
     def encode(self) -> bytes:
-        return _dump(
-            {"seen_ms": self.seen_ms, "change_id": self.change_id, "payload": self.payload}
-        )
+        return _pack({"seen_ms": self.seen_ms, "change_id": self.change_id}, self.payload)
 
     @classmethod
     def decode(cls, data: bytes) -> SeenEvent:
-        return cls(**json.loads(data))
+        values, payload = _unpack(data)
+        return cls(payload=payload, **values)
