@@ -5,4 +5,5 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$ROOT"
-exec python -m pytest -ra "$@"
+# Tests run in parallel processes (pytest-xdist); CHANGEFEED_TEST_PROCESSES=0 runs them in one.
+exec python -m pytest -ra -n "${CHANGEFEED_TEST_PROCESSES:-3}" --dist loadgroup "$@"

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from suite_broker import suite_broker_settings
 
 from changefeed.broker import LocalBroker
 from changefeed.config import BrokerSettings, Settings
@@ -26,12 +27,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session")
 def broker_settings() -> BrokerSettings:
-    port = int(os.environ.get("CHANGEFEED_TEST_BROKER_PORT", "39092"))
-    home = os.environ.get("CHANGEFEED_HOME")
-    base = BrokerSettings(port=port, controller_port=port + 1)
-    return BrokerSettings(
-        port=port, controller_port=port + 1, home=Path(home) if home else base.home
-    )
+    return suite_broker_settings()
 
 
 @pytest.fixture(scope="session")
