@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from changefeed.errors import ConfigError
+from schemas.masking import DEFAULT_SENSITIVE_KEYS, Redactor
 
 SEVEN_DAYS_MS = 7 * 24 * 60 * 60 * 1000  # 604_800_000
 KAFKA_VERSION = "4.1.1"
@@ -66,6 +67,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     demo_api_port: int = 8000
     redact_paths: tuple[str, ...] = ("/api_key", "/password", "/secret", "/token", "/card_number")
+    redact_keys: tuple[str, ...] = DEFAULT_SENSITIVE_KEYS
     source: str = "/changefeed/demo"
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     # The deployment secret: keys for masking sensitive values and signing cursors derive
@@ -85,6 +87,10 @@ class Settings:
         so a key leaked from one use says nothing about another."""
         return hmac.new(self.secret, purpose.encode(), hashlib.sha256).digest()
 
+    def redactor(self) -> Redactor:
+        """The masking of this deployment: its paths and key names, keyed by its secret."""
+        return Redactor(self.redact_paths, self.derived_key("redact"), self.redact_keys)
+
     def topic(self, name: str) -> str:
         """The full name of project topic ``name`` (``actions``, ``changes``, ...)."""
         return f"{self.topic_prefix}{name}"
@@ -103,6 +109,7 @@ class Settings:
         )
         home = broker.home
         redact = env.get("CHANGEFEED_REDACT_PATHS")
+        redact_keys = env.get("CHANGEFEED_REDACT_KEYS")
         return cls(
             bootstrap=env.get("CHANGEFEED_BOOTSTRAP", broker.bootstrap),
             topic_prefix=env.get("CHANGEFEED_TOPIC_PREFIX", ""),
@@ -116,6 +123,9 @@ class Settings:
             redact_paths=tuple(p for p in redact.split(",") if p)
             if redact
             else Settings.redact_paths,
+            redact_keys=tuple(k.strip() for k in redact_keys.split(",") if k.strip())
+            if redact_keys is not None
+            else DEFAULT_SENSITIVE_KEYS,
             broker=broker,
             secret=_secret(env, home),
         )

@@ -10,7 +10,7 @@ answered by the feed index, which reads ``changes`` anyway.
 ========================  ==============================  ======================================
 table                     key                             value
 ========================  ==============================  ======================================
-``subject_state``         ``tenant/subject_type/id``      :class:`SubjectState` (kept past
+``subject_state``         :func:`subject_key`             :class:`SubjectState` (kept past
                                                           retention)
 ``seen_events``           ``event_id``                    :class:`SeenEvent` (kept for retention)
 ========================  ==============================  ======================================
@@ -27,6 +27,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from schemas import action_contract
+
 SUBJECT_STATE = "subject_state"
 SEEN_EVENTS = "seen_events"
 TABLE_NAMES = (SUBJECT_STATE, SEEN_EVENTS)
@@ -38,8 +40,9 @@ _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def subject_key(tenant_id: str, subject_type: str, subject_id: str) -> str:
-    """The subject's identity, also the Kafka key of its actions and change events."""
-    return f"{tenant_id}/{subject_type}/{subject_id}"
+    """The subject's identity, also the Kafka key of its actions and change events: see
+    :func:`schemas.action_contract.subject_key` (each part escaped, never ambiguous)."""
+    return action_contract.subject_key(tenant_id, subject_type, subject_id)
 
 
 def seen_key(event_id: str) -> bytes:

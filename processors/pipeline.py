@@ -11,7 +11,10 @@ Steps: decode and validate -> dedupe on event_id -> order guard -> redact -> dif
 
 * **Bad input** (undecodable bytes, an unknown writer schema, a missing or invalid field, a
   payload that is not the JSON it claims to be) becomes a dead letter with its reason. Its
-  event_id is not remembered, so a corrected re-send is processed.
+  event_id is not remembered, so a corrected re-send is processed. The rules are those of
+  :mod:`schemas.action_contract`, which the publisher applies too: an action it refuses is
+  refused with the very reason its dead letter here would carry (the reason alone, for
+  contract violations), so what changefeed's own producers accept always becomes a change.
 * **Duplicates**: an event_id seen within the retention window yields nothing (its entry
   in ``seen_events`` says when it was first seen; older entries count as unseen, and the
   table drops them).
@@ -30,21 +33,20 @@ Steps: decode and validate -> dedupe on event_id -> order guard -> redact -> dif
   nothing again. **Custom** actions carry event data, not state: they are emitted with
   ``previous_payload`` null, ``current_payload`` the data, no changes, and do not touch
   the subject's state or position (they do take a ``subject_sequence``).
-* **Secrets**: the configured paths are masked (keyed digest, see :mod:`schemas.masking`)
-  before diffing and before anything is stored, so a change to a secret shows as a
-  ``replace`` of one mask by another; an actor's API key that is not already a fingerprint
-  is replaced by one.
+* **Secrets**: the configured paths and key names (at any depth, and ``name=value`` pairs
+  in text payloads) are masked (keyed digest, see :mod:`schemas.masking`) before diffing
+  and before anything is stored, so a change to a secret shows as a ``replace`` of one mask
+  by another; an actor's API key that is not already a fingerprint is replaced by one. The
+  publisher masks the same way (masking is idempotent); this catches other producers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -60,8 +62,9 @@ from processors.diff import diff_payloads, to_avro_changes
 from processors.errors import ProcessingError
 from processors.identity import change_id as derive_change_id
 from processors.models import RecentChange, SeenEvent, SubjectState
+from schemas.action_contract import ContractViolation, check_action
 from schemas.cloudevents import cloudevent_headers
-from schemas.errors import DecodeError, EncodeError, SchemaError
+from schemas.errors import DecodeError, SchemaError
 from schemas.masking import Redactor
 
 log = logging.getLogger(__name__)
@@ -69,18 +72,14 @@ log = logging.getLogger(__name__)
 API_ACTION_SCHEMA = "changefeed.ApiAction"
 CHANGE_EVENT_SCHEMA = "changefeed.ChangeEvent"
 CHANGE_CONTENT_TYPE = "application/avro"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
-_FINGERPRINT = re.compile(r"^[a-z0-9-]{2,32}:[0-9a-f]{8,128}$")
-_REQUIRED_TEXT = ("event_id", "request_id", "tenant_id", "event_type", "subject_type", "subject_id")
-_JSON_TEXT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _STATE_ACTIONS = ("create", "update", "delete")
 MAX_RECORD_BYTES = 900_000
 """Largest change event or dead letter published; below the broker's 1 MiB message limit."""
 
 
 class InvalidAction(ProcessingError):
-    """A decoded action breaks a rule the schema cannot express (empty id, bad payload...)."""
+    """A decoded action breaks a rule the schema cannot express (empty id, bad payload...);
+    its message is the dead letter's reason, word for word what the publisher refuses with."""
 
     reason_code = INVALID_FIELD
 
@@ -150,6 +149,7 @@ class _Action:
     occurred_at: int
     payload_text: str | None
     payload: Any
+    actor: dict[str, Any]
 
     @property
     def changes_state(self) -> bool:
@@ -190,12 +190,14 @@ class ActionPipeline:
         try:
             action = self._decode(raw)
             return self._derive(action, state, now_us)
+        except InvalidAction as exc:
+            return self._dead_letter(raw, INVALID_FIELD, str(exc), now_us)
         except (SchemaError, ProcessingError) as exc:
             code = getattr(exc, "reason_code", PROCESSING_ERROR)
-            return self._dead_letter(raw, code, exc, now_us)
+            return self._dead_letter(raw, code, f"{type(exc).__name__}: {exc}", now_us)
         except Exception as exc:  # noqa: BLE001 - a bug on one record must not stall the partition
             log.exception("processing %s[%d]@%d failed", raw.topic, raw.partition, raw.offset)
-            return self._dead_letter(raw, PROCESSING_ERROR, exc, now_us)
+            return self._dead_letter(raw, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}", now_us)
 
     # -- decode and validate -------------------------------------------------------------
 
@@ -203,56 +205,28 @@ class ActionPipeline:
         if raw.value is None:
             raise DecodeError("the record has no value (a tombstone)")
         record = self.codec.decode(raw.value, API_ACTION_SCHEMA)
-        for name in _REQUIRED_TEXT:
-            if not record.get(name):
-                raise InvalidAction(f"{name} must not be empty")
-        if "\x00" in record["event_id"] or "\x00" in record["request_id"]:
-            raise InvalidAction("event_id and request_id must not contain NUL")
-        subject = models.subject_key(
-            record["tenant_id"], record["subject_type"], record["subject_id"]
-        )
-        if "\x00" in subject:
-            raise InvalidAction("tenant_id, subject_type and subject_id must not contain NUL")
+        try:
+            # The same rules, and the same reasons, as the publisher's (schemas.action_contract).
+            checked = check_action(record, self.redactor)
+        except ContractViolation as exc:
+            raise InvalidAction(exc.reason) from None
+        subject = checked.subject_key
         key = raw.key.decode("utf-8", "replace") if raw.key is not None else None
         if key != subject:
             # Per-subject order and the per-partition tables rest on every action of a subject
             # landing on one partition, which only a key naming the subject guarantees.
             raise InvalidAction(f"record key {key!r} is not the subject key {subject!r}")
-        version = record.get("version")
-        if version is not None and version < 0:
-            raise InvalidAction(f"version must not be negative, got {version}")
-        occurred_at = _micros(record["occurred_at"])
-        if occurred_at <= 0:
-            raise InvalidAction("occurred_at must be after the Unix epoch")
-        if not 0 <= record.get("criticality", 0) <= 5:
-            raise InvalidAction(f"criticality must be 0-5, got {record.get('criticality')}")
-        action = record["action"]
-        payload_text = record.get("payload")
-        payload: Any = None
-        if action in ("create", "update"):
-            if payload_text is None:
-                raise InvalidAction(f"a {action} must carry the subject's state as payload")
-            payload = _parse_json(payload_text, record.get("payload_content_type", ""))
-            if type(payload) is not dict:
-                raise InvalidAction(f"the payload of a {action} must be a JSON object")
-        elif action == "delete":
-            payload_text = None
-        elif payload_text is not None:
-            content_type = record.get("payload_content_type", "")
-            if _is_json(content_type):
-                payload = _parse_json(payload_text, content_type)
-            else:
-                payload = payload_text  # carried as a JSON string
         return _Action(
             record=record,
             event_id=record["event_id"],
             request_id=record["request_id"],
-            action=action,
+            action=record["action"],
             subject=subject,
-            version=version,
-            occurred_at=occurred_at,
-            payload_text=payload_text,
-            payload=payload,
+            version=record.get("version"),
+            occurred_at=checked.occurred_at_us,
+            payload_text=checked.payload_text,
+            payload=checked.payload,
+            actor=checked.actor,
         )
 
     # -- dedupe, order guard, redact, diff -----------------------------------------------
@@ -263,8 +237,8 @@ class ActionPipeline:
             return Outcome(OutcomeKind.DUPLICATE)
         raw_state = state.get(models.SUBJECT_STATE, action.subject.encode())
         current = SubjectState.decode(raw_state) if raw_state is not None else None
-        payload = self.redactor.redact(action.payload) if action.payload is not None else None
-        payload_text = _payload_text(action, payload)
+        payload = action.payload
+        payload_text = action.payload_text
 
         late = (
             action.changes_state
@@ -420,7 +394,7 @@ class ActionPipeline:
             "subject_id": source["subject_id"],
             "subject_ref": source.get("subject_ref"),
             "version": action.version,
-            "actor": self._actor(source.get("actor") or {}),
+            "actor": action.actor,
             "criticality": source.get("criticality", 0),
             "code": source.get("code", 0),
             "internal": source.get("internal", True),
@@ -436,17 +410,10 @@ class ActionPipeline:
             "source": source.get("source") or self.source,
         }
 
-    def _actor(self, actor: dict[str, Any]) -> dict[str, Any]:
-        fingerprint = actor.get("api_key_fingerprint")
-        if fingerprint and not _FINGERPRINT.match(fingerprint):
-            # Whatever the producer sent, a clear key never goes further than this.
-            actor = {**actor, "api_key_fingerprint": self.redactor.fingerprint_api_key(fingerprint)}
-        return actor
-
     # -- dead letters --------------------------------------------------------------------
 
-    def _dead_letter(self, raw: RawRecord, code: str, exc: Exception, now_us: int) -> Outcome:
-        reason = f"{type(exc).__name__}: {exc}"
+    def _dead_letter(self, raw: RawRecord, code: str, reason: str, now_us: int) -> Outcome:
+        reason = self.redactor.redact_text(reason)
         record = dead_letter(raw, code, reason, now_us)
         value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
         if len(value) > self.max_record_bytes:
@@ -455,39 +422,3 @@ class ActionPipeline:
             record["reason"] = f"{reason} (original value of {omitted} bytes omitted: too large)"
             value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
         return Outcome(OutcomeKind.DEAD_LETTER, raw.key, value, [], record, reason=record["reason"])
-
-
-def _micros(moment: datetime | int) -> int:
-    if isinstance(moment, datetime):
-        return (moment - _EPOCH) // _ONE_MICROSECOND
-    return int(moment)
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidAction(f"payload contains {name}, which is not JSON")
-
-
-def _parse_json(text: str, content_type: str) -> Any:
-    if not _is_json(content_type):
-        raise InvalidAction(f"payload_content_type {content_type!r} is not JSON")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidAction(f"payload is not valid JSON: {exc}") from exc
-
-
-def _payload_text(action: _Action, redacted: Any) -> str | None:
-    """The JSON text stored and emitted: the producer's text unless something was masked."""
-    if action.action == "delete" or action.payload_text is None:
-        return None
-    if redacted is action.payload and _is_json(action.record.get("payload_content_type", "")):
-        return action.payload_text
-    try:
-        return _JSON_TEXT.encode(redacted)
-    except (TypeError, ValueError) as exc:
-        raise EncodeError(f"payload cannot be re-encoded: {exc}") from exc

@@ -13,7 +13,15 @@ class ProducerError(ChangefeedError):
 
 
 class InvalidActionError(ProducerError, ValueError):
-    """The action does not match the ApiAction schema or lacks what its key is made of."""
+    """The action does not match the ApiAction schema or breaks the action contract.
+
+    ``reason`` is the contract's reason (:class:`schemas.action_contract.ContractViolation`),
+    the one the processors' dead letter would carry; empty for an Avro encoding error.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class PublishError(ProducerError):

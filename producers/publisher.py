@@ -146,7 +146,9 @@ class Publisher:
         self._producer_factory = producer_factory
         self.topic = settings.topic("actions")
         self._bootstrap = settings.bootstrap
-        self._encoder = ActionEncoder(self.topic, codec or default_codec(), settings.source)
+        self._encoder = ActionEncoder(
+            self.topic, codec or default_codec(), settings.source, settings.redactor()
+        )
         self._spool = Spool(
             spool_dir or default_spool_dir(settings),
             segment_bytes=self.options.segment_bytes,

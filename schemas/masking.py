@@ -21,6 +21,18 @@ output tells about a sensitive value is whether it equals another.
 
 The digest is taken over the value's JSON text with sorted keys, so ``1`` and ``1.0`` (equal
 for the diff) mask differently; sensitive fields are in practice strings.
+
+Sensitive **key names** are masked too, at any depth and inside arrays: a member whose
+name, lower-cased and with ``_`` and ``-`` removed, ends with one of the configured names
+(:data:`DEFAULT_SENSITIVE_KEYS`, normalised the same way) is masked whole. So ``password``
+covers ``Password``, ``db_password`` and ``user.credentials[0].PASSWORD``; ``api_key``
+covers ``apiKey``, ``API-KEY`` and ``stripe_api_key``. In text payloads (a custom event
+that is not JSON) the value of every ``name=value`` or ``name: value`` pair of such a name
+is masked in place (a value runs to the next blank, ``&``, ``;`` or ``,``, or is quoted;
+``Bearer``/``Basic`` schemes are kept with the credential masked).
+
+Masking is idempotent: a masked value is never masked again, so the publisher and the
+processors may both mask the same document and agree.
 """
 
 from __future__ import annotations
@@ -38,6 +50,39 @@ from schemas.errors import EncodeError
 
 WILDCARD = "*"
 MASK_PREFIX = "[REDACTED:hmac:"
+DEFAULT_SENSITIVE_KEYS = (
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "access_key",
+    "private_key",
+    "authorization",
+    "credentials",
+    "cookie",
+    "session_id",
+    "card_number",
+    "cardnumber",
+    "cvv",
+    "cvc",
+    "ssn",
+    "iban",
+)
+"""Key names masked by default (suffix match after normalising, see the module docstring)."""
+_MASKED = re.compile(r"^\[REDACTED:hmac:[0-9a-f]{16}\]$")
+_TEXT_PAIR = re.compile(
+    r"(?P<key>[A-Za-z0-9_.\-]+)(?P<quote>[\"']?)(?P<sep>[ \t]*[=:][ \t]*)"
+    r"(?P<scheme>(?:bearer|basic|token|digest)[ \t]+)?"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,\"']+)",
+    re.IGNORECASE,
+)
 MIN_SECRET_BYTES = 16
 _DIGEST_BYTES = 8  # 16 hex digits: ample to tell changes apart, little to brute-force.
 _VALUE_DOMAIN = b"changefeed.redact.value\x00"
@@ -88,11 +133,18 @@ class Redactor:
     :class:`~changefeed.errors.ConfigError` at construction, not on the hot path.
     """
 
-    def __init__(self, paths: Iterable[str], secret: bytes) -> None:
+    def __init__(self, paths: Iterable[str], secret: bytes, keys: Iterable[str] = ()) -> None:
         if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
             raise ConfigError(f"the redaction secret must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = secret
         self._paths = tuple(paths)
+        self._keys = tuple(keys)
+        names = sorted({normalize_key_name(k) for k in self._keys}, key=len, reverse=True)
+        if any(not name for name in names):
+            raise ConfigError("a sensitive key name must have a letter or digit")
+        alternatives = "|".join(re.escape(name) for name in names)
+        self._key_suffix = re.compile(f"(?:{alternatives})$") if names else None
+        self._key_anywhere = re.compile(alternatives) if names else None
         self._root = _PointerNode()
         for path in self._paths:
             self._add_path(path)
@@ -103,12 +155,17 @@ class Redactor:
     def paths(self) -> tuple[str, ...]:
         return self._paths
 
-    def redact(self, document: Any) -> Any:
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self._keys
+
+    def redact(self, document: Any, text: str | None = None) -> Any:
         """``document`` with every sensitive value masked; the input is never modified.
 
         Only the containers on the way to a masked value are copied; everything else is
-        shared with the input. When nothing is masked the input itself is returned, which
-        makes the usual case (no sensitive top-level key present) one set operation.
+        shared with the input. When nothing is masked the input itself is returned. ``text``,
+        the JSON text ``document`` was parsed from, lets the key-name rules skip the walk
+        when no sensitive name occurs in it at all (the usual case).
         """
         root = self._root
         if (
@@ -116,11 +173,77 @@ class Redactor:
             and root.wildcard is None
             and document.keys().isdisjoint(self._top_level_keys)
         ):
-            return document
-        return self._redact_value(document, root)
+            redacted = document
+        else:
+            redacted = self._redact_value(document, root)
+        if self._key_suffix is None or type(redacted) not in (dict, list):
+            return redacted
+        if text is not None and "\\u" not in text and not self._mentions_sensitive_name(text):
+            return redacted
+        return self._redact_names(redacted)
+
+    def is_sensitive_key(self, name: str) -> bool:
+        """Whether a member called ``name`` is masked by the key-name rules."""
+        return self._key_suffix is not None and bool(
+            self._key_suffix.search(normalize_key_name(name))
+        )
+
+    def redact_text(self, text: str) -> str:
+        """``text`` with the value of every ``name=value`` pair of a sensitive name masked;
+        ``text`` itself when there is none."""
+        if self._key_suffix is None or not self._mentions_sensitive_name(text):
+            return text
+
+        def replace(match: re.Match[str]) -> str:
+            value = match.group("value")
+            if not self.is_sensitive_key(match.group("key")) or _MASKED.match(value):
+                return match.group(0)
+            quote = ""
+            if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) >= 2:
+                quote, value = value[:1], value[1:-1]
+                if _MASKED.match(value):
+                    return match.group(0)
+            head = match.group("key") + match.group("quote") + match.group("sep")
+            return f"{head}{match.group('scheme') or ''}{quote}{self.mask(value)}{quote}"
+
+        masked = _TEXT_PAIR.sub(replace, text)
+        return text if masked == text else masked
+
+    def _mentions_sensitive_name(self, text: str) -> bool:
+        assert self._key_anywhere is not None
+        return self._key_anywhere.search(normalize_key_name(text)) is not None
+
+    def _redact_names(self, value: Any) -> Any:
+        """``value`` with every member of a sensitive name masked, at any depth."""
+        kind = type(value)
+        if kind is dict:
+            redacted: dict[str, Any] | None = None
+            for key, child in value.items():
+                if self.is_sensitive_key(key):
+                    replacement = self.mask(child)
+                else:
+                    replacement = self._redact_names(child)
+                if replacement is not child:
+                    if redacted is None:
+                        redacted = dict(value)
+                    redacted[key] = replacement
+            return value if redacted is None else redacted
+        if kind is list:
+            items: list[Any] | None = None
+            for index, child in enumerate(value):
+                replacement = self._redact_names(child)
+                if replacement is not child:
+                    if items is None:
+                        items = list(value)
+                    items[index] = replacement
+            return value if items is None else items
+        return value
 
     def mask(self, value: Any) -> str:
-        """The masked form of ``value``: equal for equal values under the same secret."""
+        """The masked form of ``value``: equal for equal values under the same secret; a
+        value that is already masked is returned as it is."""
+        if type(value) is str and _MASKED.match(value):
+            return value
         try:
             text = (
                 _encode_json_string(value)
@@ -209,6 +332,11 @@ class Redactor:
             for token, child in node.children.items()
             if _is_array_index(token) and int(token) < length
         )
+
+
+def normalize_key_name(name: str) -> str:
+    """How key names are compared: lower case, without ``_`` and ``-``."""
+    return name.lower().replace("_", "").replace("-", "")
 
 
 def _is_array_index(token: str) -> bool:

@@ -308,7 +308,7 @@ def test_a_rejected_record_fails_without_being_spooled(settings: Settings, tmp_p
     broker = FakeBroker()
     with make_publisher(settings, tmp_path, broker) as publisher:
         with pytest.raises(PublishError, match="too large"):
-            publisher.publish(action(1, payload="x" * 20_000))
+            publisher.publish(action(1, payload='{"notes": "%s"}' % ("x" * 20_000)))
         stats = publisher.stats()
         assert (stats.failed, stats.spool_pending, stats.spooling) == (1, 0, False)
         assert publisher.publish(action(2)).outcome is DeliveryOutcome.DELIVERED
