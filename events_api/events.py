@@ -5,13 +5,19 @@ indexed: payloads and patch values, carried as JSON text in Avro, are parsed bac
 values; timestamps become RFC 3339 strings in UTC with microseconds; ``position`` says
 where the event sits in the feed (``changes`` partition and offset). The actor's API key
 only ever appears as the fingerprint the processors put there.
+
+What is served is always strict JSON (:mod:`schemas.action_contract`): a payload text that
+is not strict JSON (a lone surrogate escape, ``1e400``, ``NaN``, nesting beyond the
+contract's depth: what another producer's record may carry into ``changes``) is served as
+a JSON string holding the text, never as ``Infinity`` or a string no encoder can write.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
+
+from schemas.action_contract import ContractViolation, loads_strict
 
 CHANGE_EVENT_SCHEMA = "changefeed.ChangeEvent"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -39,12 +45,12 @@ def epoch_micros(value: datetime | int) -> int:
 
 
 def parse_json_text(text: str | None) -> Any:
-    """The JSON value of ``text``; text that is not JSON is kept as a string, not dropped."""
+    """The JSON value of ``text``; text that is not strict JSON is kept as a string."""
     if text is None:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
+        return loads_strict(text)
+    except ContractViolation:
         return text
 
 

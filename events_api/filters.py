@@ -17,6 +17,7 @@ comma-separated list.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ from typing import Any
 from events_api.errors import BadRequest
 from events_api.events import epoch_micros, rfc3339_micros
 
+_INTEGER = re.compile(r"^-?[0-9]{1,12}$")
 MAX_TEXT = 256
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -200,7 +202,7 @@ def check_text(name: str, value: str) -> str:
 
 def parse_int(name: str, raw: str, low: int, high: int) -> int:
     text = raw.strip()
-    if not text or not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 12:
+    if not _INTEGER.match(text):
         raise BadRequest(f"{name} must be an integer from {low} to {high}, got {raw!r}")
     value = int(text)
     if not low <= value <= high:

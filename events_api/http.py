@@ -23,11 +23,12 @@ from aiohttp import web
 
 from events_api.access.keyring import KeyRing
 from events_api.access.keys import ApiKeyRecord
-from events_api.errors import ApiError, FeedIndexError, Unauthorized
+from events_api.errors import ApiError, BadRequest, FeedIndexError, Unauthorized
 from events_api.filters import MAX_LIMIT, Params, check_text, parse_list_params
 from events_api.openapi import OPENAPI
 from events_api.scope import Scope
 from events_api.service import FeedService, subject_key
+from schemas.action_contract import is_name
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,23 @@ def _path(request: web.Request, name: str) -> str:
     return check_text(name, request.match_info[name])
 
 
+def _subject_path(request: web.Request) -> tuple[str, str]:
+    """``(subject_type, subject_id)`` of a subject route.
+
+    A subject type is a name (:data:`schemas.action_contract.NAME_PATTERN`): one that
+    decodes to anything else (``%2F``, ``%00``) names no subject and is refused. A subject
+    id is any text: ``%2F`` in it is a ``/`` of the id, which the escaped subject key keeps
+    apart from every other (tenant, type, id), so it maps to exactly one subject.
+    """
+    subject_type = _path(request, "subject_type")
+    if not is_name(subject_type):
+        raise BadRequest(
+            "subject_type must be 1-128 characters of letters, digits and . _ : - (an encoded"
+            f" slash or other character names no subject type), got {subject_type!r}"
+        )
+    return subject_type, _path(request, "subject_id")
+
+
 # -- handlers -----------------------------------------------------------------------------
 
 
@@ -130,8 +148,7 @@ async def request_events(request: web.Request) -> web.Response:
 
 async def subject(request: web.Request) -> web.StreamResponse:
     Params(request.query, ())
-    subject_type = _path(request, "subject_type")
-    subject_id = _path(request, "subject_id")
+    subject_type, subject_id = _subject_path(request)
     scope = scope_of(request)
     feed = request.app[FEED]
     if scope.is_admin and feed.subjects is not None:
@@ -144,8 +161,7 @@ async def subject(request: web.Request) -> web.StreamResponse:
 
 async def subject_history(request: web.Request) -> web.Response:
     params = Params(request.query, ("limit", "after_sequence"))
-    subject_type = _path(request, "subject_type")
-    subject_id = _path(request, "subject_id")
+    subject_type, subject_id = _subject_path(request)
     limit = params.integer("limit", 100, 1, MAX_LIMIT)
     after = params.integer("after_sequence", -1, 0, 2**62)
     feed = request.app[FEED]

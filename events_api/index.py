@@ -83,6 +83,22 @@ CREATE INDEX IF NOT EXISTS ix_part_time ON events (part, sort_us);
 """
 
 
+_INSERT_EVENT = (
+    "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_BODY = "INSERT OR REPLACE INTO bodies VALUES (?, ?)"
+_ROW_ERRORS = (
+    UnicodeEncodeError,
+    OverflowError,
+    ValueError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+)
+"""What SQLite raises for one row it cannot take (bad text, an integer past 64 bits), as
+opposed to a failure of the database itself."""
+
+
 def row_id(partition: int, offset: int) -> int:
     return (partition << PARTITION_SHIFT) + offset
 
@@ -244,9 +260,30 @@ class FeedIndex:
                 (offset, offset, partition),
             )
 
-    def add(self, events: Iterable[IndexedEvent], next_offsets: dict[int, int]) -> set[str]:
+    def add(
+        self, events: Iterable[IndexedEvent], next_offsets: dict[int, int]
+    ) -> tuple[set[str], list[tuple[IndexedEvent, Exception]]]:
         """Insert ``events`` (in offset order per partition) and advance ``next_offsets``,
-        atomically; returns the tenants that received events."""
+        atomically; returns the tenants that received events, and the events SQLite refused
+        (with why): a row it cannot store is left out, the rest of the batch is stored, so
+        one record never blocks the feed. Errors of the database itself (I/O, locks) raise
+        :class:`FeedIndexError` and store nothing."""
+        events = list(events)
+        try:
+            return self._add(events, next_offsets, one_by_one=False), []
+        except _ROW_ERRORS:
+            pass
+        refused: list[tuple[IndexedEvent, Exception]] = []
+        return self._add(events, next_offsets, one_by_one=True, refused=refused), refused
+
+    def _add(
+        self,
+        events: list[IndexedEvent],
+        next_offsets: dict[int, int],
+        *,
+        one_by_one: bool,
+        refused: list[tuple[IndexedEvent, Exception]] | None = None,
+    ) -> set[str]:
         rows = []
         bodies = []
         tenants: set[str] = set()
@@ -254,9 +291,6 @@ class FeedIndex:
         regression = self._max_regression
         for ev in events:
             sort_us = max(ev.created_us, last_sort.get(ev.partition, NO_LOWER))
-            last_sort[ev.partition] = sort_us
-            regression = max(regression, sort_us - ev.created_us)
-            tenants.add(ev.tenant_id)
             rows.append(
                 (
                     row_id(ev.partition, ev.offset),
@@ -278,15 +312,34 @@ class FeedIndex:
                 )
             )
             bodies.append((row_id(ev.partition, ev.offset), ev.body))
+            if not one_by_one:
+                last_sort[ev.partition] = sort_us
+                regression = max(regression, sort_us - ev.created_us)
+                tenants.add(ev.tenant_id)
         conn = self._conn_w()
         try:
             with self._write_lock, self._transaction(conn):
-                conn.executemany(
-                    "INSERT OR REPLACE INTO events VALUES"
-                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                conn.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?)", bodies)
+                if one_by_one:
+                    for ev, row, body in zip(events, rows, bodies, strict=True):
+                        sort_us = max(ev.created_us, last_sort.get(ev.partition, NO_LOWER))
+                        row = (*row[:2], sort_us, *row[3:])
+                        conn.execute("SAVEPOINT row")
+                        try:
+                            conn.execute(_INSERT_EVENT, row)
+                            conn.execute(_INSERT_BODY, body)
+                        except _ROW_ERRORS as exc:
+                            conn.execute("ROLLBACK TO row")
+                            conn.execute("RELEASE row")
+                            assert refused is not None
+                            refused.append((ev, exc))
+                            continue
+                        conn.execute("RELEASE row")
+                        last_sort[ev.partition] = sort_us
+                        regression = max(regression, sort_us - ev.created_us)
+                        tenants.add(ev.tenant_id)
+                else:
+                    conn.executemany(_INSERT_EVENT, rows)
+                    conn.executemany(_INSERT_BODY, bodies)
                 conn.executemany(
                     "INSERT INTO partitions (part, next_offset, gone_below, last_sort_us)"
                     " VALUES (?, ?, 0, ?) ON CONFLICT (part) DO UPDATE SET"
@@ -298,6 +351,8 @@ class FeedIndex:
                     conn.execute(
                         "UPDATE meta SET value = ? WHERE key = 'max_regression'", (str(regression),)
                     )
+        except _ROW_ERRORS:
+            raise
         except sqlite3.Error as exc:
             raise FeedIndexError(f"writing the feed index failed: {exc}") from exc
         self._last_sort = last_sort

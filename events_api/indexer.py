@@ -58,13 +58,17 @@ class Codec(Protocol):
 
 
 def to_indexed(codec: Codec, partition: int, offset: int, value: bytes) -> IndexedEvent:
-    """The index row of one ``changes`` record (raises on bytes that are not one)."""
+    """The index row of one ``changes`` record; raises on bytes that are not one, and on a
+    record whose rendering is not storable, strict JSON (see :func:`check_storable`)."""
     change = codec.decode(value, CHANGE_EVENT_SCHEMA)
     body = json.dumps(
-        render_event(change, partition, offset), separators=_JSON_SEPARATORS, ensure_ascii=False
+        render_event(change, partition, offset),
+        separators=_JSON_SEPARATORS,
+        ensure_ascii=False,
+        allow_nan=False,
     )
     actor = change.get("actor") or {}
-    return IndexedEvent(
+    event = IndexedEvent(
         partition=partition,
         offset=offset,
         created_us=epoch_micros(change["created_at"]),
@@ -82,6 +86,26 @@ def to_indexed(codec: Codec, partition: int, offset: int, value: bytes) -> Index
         action=str(change["action"]),
         body=body,
     )
+    check_storable(event)
+    return event
+
+
+def check_storable(event: IndexedEvent) -> None:
+    """Raise ``UnicodeEncodeError`` if a text of ``event`` is not valid Unicode (SQLite
+    would refuse it in the middle of a batch); cheap for the usual ASCII ids."""
+    for text in (
+        event.body,
+        event.tenant_id,
+        event.change_id,
+        event.request_id,
+        event.event_type,
+        event.subject_type,
+        event.subject_id,
+        event.user_id or "",
+        event.action,
+    ):
+        if not text.isascii():
+            text.encode("utf-8")
 
 
 RawChange = tuple[int, int, bytes]  # partition, offset, value
@@ -94,6 +118,7 @@ class _ChildIndex:
     codec: Codec | None = None
     topic: str = ""
     skipped: int = 0
+    last_skip: str = ""
 
     @classmethod
     def setup(cls, parent: int, path: str, topic: str) -> None:
@@ -113,29 +138,42 @@ class _ChildIndex:
         cls.topic = topic
 
     @classmethod
-    def call(cls, method: str, *args: Any) -> tuple[Any, int, int]:
+    def call(cls, method: str, *args: Any) -> tuple[Any, int, int, str]:
         """Run ``method`` on the index (or :meth:`write`); the result, then the index's
-        ``max_regression_us`` and the count of skipped records, which readers need."""
+        ``max_regression_us`` and the count and last of skipped records, which readers and
+        health need."""
         assert cls.index is not None
         fn = cls.write if method == "write" else getattr(cls.index, method)
-        return fn(*args), cls.index.max_regression_us, cls.skipped
+        return fn(*args), cls.index.max_regression_us, cls.skipped, cls.last_skip
 
     @classmethod
     def write(cls, records: list[RawChange], positions: dict[int, int]) -> tuple[set[str], int]:
-        """Decode, render, insert, advance; one transaction. The tenants and the count."""
+        """Decode, render, insert, advance; one transaction. The tenants and the count.
+
+        A record that does not decode or render, or that SQLite refuses, is skipped: logged
+        and counted, never retried, so no record can stop the feed of every tenant.
+        """
         assert cls.index is not None and cls.codec is not None
         events = []
         for partition, offset, value in records:
             try:
                 events.append(to_indexed(cls.codec, partition, offset, value))
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the feed
-                cls.skipped += 1
-                log.warning("not indexing %s[%d]@%d: %s", cls.topic, partition, offset, exc)
+                cls._skip(partition, offset, exc)
         known = cls.index.partitions()
         moved = {p: o for p, o in positions.items() if p not in known or known[p].next_offset < o}
         if not events and not moved:
             return set(), 0
-        return cls.index.add(events, moved), len(events)
+        tenants, refused = cls.index.add(events, moved)
+        for event, exc in refused:
+            cls._skip(event.partition, event.offset, exc)
+        return tenants, len(events) - len(refused)
+
+    @classmethod
+    def _skip(cls, partition: int, offset: int, exc: BaseException) -> None:
+        cls.skipped += 1
+        cls.last_skip = f"{cls.topic}[{partition}]@{offset}: {type(exc).__name__}"
+        log.warning("not indexing %s[%d]@%d: %s", cls.topic, partition, offset, exc)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -154,6 +192,7 @@ class IndexWriter:
     def __init__(self, index: FeedIndex) -> None:
         self.index = index
         self.skipped = 0
+        self.last_skip = ""
         self._pool = ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context("spawn"),
@@ -163,11 +202,11 @@ class IndexWriter:
 
     async def call(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        result, regression, skipped = await loop.run_in_executor(
+        result, regression, skipped, last_skip = await loop.run_in_executor(
             self._pool, _ChildIndex.call, method, *args
         )
         self.index.adopt_max_regression(regression)
-        self.skipped = skipped
+        self.skipped, self.last_skip = skipped, last_skip
         return result
 
     def shutdown(self) -> None:

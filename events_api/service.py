@@ -22,13 +22,14 @@ from typing import Any, TypeVar
 
 from events_api.cursor import Cursor, CursorSigner
 from events_api.errors import BadRequest, Forbidden, Gone, NotFound
-from events_api.events import rfc3339_micros
+from events_api.events import parse_json_text, rfc3339_micros
 from events_api.filters import FeedFilter, ListParams, Order
 from events_api.index import FeedIndex, IndexReader
 from events_api.paging import Page, read_page, tip
 from events_api.scope import Scope
 from events_api.signals import TenantSignals
 from events_api.subjects import SubjectStates, SubjectStateView, state_from_change
+from schemas.action_contract import subject_key as contract_subject_key
 
 T = TypeVar("T")
 NOW = "now"
@@ -248,7 +249,7 @@ class FeedService:
         if view is not None:
             meta.update(
                 deleted=view.deleted,
-                state=None if view.payload is None else json.loads(view.payload),
+                state=parse_json_text(view.payload),
                 version=view.version,
                 changed_at=view.changed_at,
                 sequence=view.sequence,
@@ -260,8 +261,9 @@ class FeedService:
 
 
 def subject_key(scope: Scope, subject_type: str, subject_id: str) -> str:
-    """The subject's key in the processors' tables and on Kafka (``tenant/type/id``)."""
-    return f"{scope.tenant_id}/{subject_type}/{subject_id}"
+    """The subject's key in the processors' tables and on Kafka: ``tenant/type/id``, each
+    part escaped (:func:`schemas.action_contract.subject_key`)."""
+    return contract_subject_key(scope.tenant_id, subject_type, subject_id)
 
 
 def _check_user_filter(scope: Scope, flt: FeedFilter) -> None:

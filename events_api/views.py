@@ -80,7 +80,9 @@ class TableSubjectStates:
     async def _ask(self, owner: URL, request: web.Request) -> web.Response:
         headers = {h: request.headers[h] for h in _PASSED_ON if h in request.headers}
         headers[FORWARDED] = "1"
-        url = owner.with_path(request.path).with_query(request.query)
+        # The raw path: decoded, a %2F of a subject id would become a separator and name
+        # another route or subject on the owner.
+        url = owner.with_path(request.rel_url.raw_path, encoded=True).with_query(request.query)
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
@@ -118,7 +120,9 @@ class TableSubjectStates:
 
 
 def subject_partition(subject_key: str, partitions: int) -> int:
-    """The partition of a subject's actions, changes and table entries (murmur2)."""
+    """The partition of a subject's actions, changes and table entries (murmur2 of the
+    escaped subject key, :func:`schemas.action_contract.subject_key`, as the producers
+    hash it)."""
     return (murmur2(subject_key.encode()) & 0x7FFFFFFF) % partitions
 
 

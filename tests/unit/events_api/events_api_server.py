@@ -46,7 +46,7 @@ class ApiUnderTest:
             rows.append(
                 to_indexed(codec, partition, offset, codec.encode("changefeed.ChangeEvent", change))
             )
-        self.signals.notify(self.index.add(rows, {partition: self.offsets[partition]}))
+        self.signals.notify(self.index.add(rows, {partition: self.offsets[partition]})[0])
 
     def auth(self, label: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[label]}"}

@@ -1,0 +1,142 @@
+"""No record on ``changes`` stops the feed: what cannot be stored or rendered is skipped and
+counted, payloads that are not strict JSON are served as strings, bad numbers answer 400."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from change_events import T0, change_event
+from events_api_server import api_under_test
+
+from events_api.index import FeedIndex
+from events_api.indexer import _ChildIndex, to_indexed
+from events_api.scope import Scope
+from schemas.codec import default_codec
+
+SURROGATE_TEXT = '{"name":"broken emoji \\ud83d"}'  # what json.dumps writes for a cut emoji
+
+
+def strict_loads(text: str) -> object:
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def encoded(change: dict[str, object]) -> bytes:
+    return default_codec().encode("changefeed.ChangeEvent", change)
+
+
+async def test_a_lone_surrogate_payload_does_not_stop_other_tenants(tmp_path: Path) -> None:
+    poison = change_event(1, tenant="acme", current=None)
+    poison["current_payload"] = SURROGATE_TEXT
+    async with api_under_test(tmp_path) as api:
+        api.add(0, poison, change_event(2, tenant="globex"))
+        api.add(0, change_event(3, tenant="globex"))
+
+        status, body = await api.get("/v1/events", label="globex-admin")
+        assert status == 200
+        assert [e["event_id"] for e in body["events"]] == ["ev-globex-2", "ev-globex-3"]
+
+        response = await api.client.get("/v1/events", headers=api.auth("acme-admin"))
+        assert response.status == 200
+        text = await response.text()
+        (event,) = strict_loads(text)["events"]  # type: ignore[index]
+        # Served as the text it is (a JSON string), never as a string no encoder can write.
+        assert event["current_payload"] == SURROGATE_TEXT
+        text.encode("utf-8")
+
+
+async def test_a_number_too_large_for_a_float_is_never_served_as_infinity(
+    tmp_path: Path,
+) -> None:
+    custom = change_event(1, action="custom", current=None)
+    custom["current_payload"] = '{"reading": 1e400, "nan": 1}'
+    async with api_under_test(tmp_path) as api:
+        api.add(0, custom)
+        response = await api.client.get("/v1/events", headers=api.auth("acme-admin"))
+        text = await response.text()
+        assert response.status == 200
+        assert "Infinity" not in text
+        (event,) = strict_loads(text)["events"]  # type: ignore[index]
+        assert event["current_payload"] == '{"reading": 1e400, "nan": 1}'
+
+
+def test_a_row_sqlite_refuses_is_skipped_and_the_batch_stored(tmp_path: Path) -> None:
+    index = FeedIndex(tmp_path / "feed.sqlite3", "changes")
+    index.open()
+    codec = default_codec()
+    good = [to_indexed(codec, 0, n, encoded(change_event(n, unique_id=True))) for n in (0, 2)]
+    bad = replace(
+        to_indexed(codec, 0, 1, encoded(change_event(1))), body='{"x":"\ud83d"}'
+    )  # a body that reached SQLite unchecked
+    tenants, refused = index.add([good[0], bad, good[1]], {0: 3})
+    assert tenants == {"acme"}
+    assert [(event.offset, type(exc).__name__) for event, exc in refused] == [
+        (1, "UnicodeEncodeError")
+    ]
+    assert index.partitions()[0].next_offset == 3
+    with index.reading() as reader:
+        assert reader.by_change_id(Scope("acme"), good[1].change_id) is not None
+    index.close()
+
+
+def test_the_writer_counts_undecodable_and_unstorable_records(tmp_path: Path) -> None:
+    index = FeedIndex(tmp_path / "feed.sqlite3", "changes")
+    index.open()
+    _ChildIndex.index, _ChildIndex.codec, _ChildIndex.topic = index, default_codec(), "changes"
+    _ChildIndex.skipped = 0
+    try:
+        records = [
+            (0, 0, b"not avro at all"),
+            (0, 1, encoded(change_event(1, created_us=T0 + 1))),
+        ]
+        tenants, indexed = _ChildIndex.write(records, {0: 2})
+        assert (tenants, indexed, _ChildIndex.skipped) == ({"acme"}, 1, 1)
+        assert "changes[0]@0" in _ChildIndex.last_skip
+        assert index.partitions()[0].next_offset == 2  # the position moved past it
+    finally:
+        _ChildIndex.index = _ChildIndex.codec = None
+        _ChildIndex.skipped, _ChildIndex.last_skip = 0, ""
+        index.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/v1/events", {"limit": "--5"}),
+        ("/v1/events", {"criticality": "--1"}),
+        ("/v1/events", {"code": "1--0"}),
+        ("/v1/subjects/latest", {"page": "--5"}),
+        ("/v1/subjects/expense_report/1/history", {"after_sequence": "--5"}),
+        ("/v1/subjects/expense_report/1/history", {"limit": "-"}),
+    ],
+)
+async def test_malformed_integers_answer_400(
+    tmp_path: Path, path: str, query: dict[str, str]
+) -> None:
+    async with api_under_test(tmp_path) as api:
+        api.add(0, change_event(1))
+        status, body = await api.get(path, **query)
+        assert status == 400, body
+        assert body["error"]["code"] == "bad_request"
+
+
+async def test_an_encoded_slash_in_a_subject_id_names_that_id_only(tmp_path: Path) -> None:
+    async with api_under_test(tmp_path) as api:
+        api.add(0, change_event(1, subject_type="project", subject_id="x/project/1"))
+        api.add(0, change_event(2, subject_type="project", subject_id="1", tenant="globex"))
+        response = await api.client.get(
+            "/v1/subjects/project/x%2Fproject%2F1/history", headers=api.auth("acme-admin")
+        )
+        assert response.status == 200
+        assert [e["subject_id"] for e in (await response.json())["events"]] == ["x/project/1"]
+        # A subject type is a name: an encoded slash in it names nothing.
+        response = await api.client.get(
+            "/v1/subjects/x%2Fproject/1", headers=api.auth("acme-admin")
+        )
+        assert response.status == 400
+        assert "subject_type" in (await response.json())["error"]["message"]
