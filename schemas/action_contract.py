@@ -178,14 +178,14 @@ def parse_subject_key(key: str) -> tuple[str, str, str]:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise ContractViolation(f"payload contains {name}, which is not JSON")
+    raise ContractViolation(f"payload is not valid JSON: it contains {name}")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise ContractViolation(
-            f"payload contains the number {text[:40]}, too large for a finite number"
+            f"payload is not valid JSON: the number {text[:40]} is too large to be finite"
         )
     return value
 

@@ -8,6 +8,10 @@ digests in constant time.
 
 Roles: ``admin`` keys read their tenant's whole log; ``user`` keys are bound to one user and
 read only the events that user caused.
+
+A key's tenant is a name, as tenant ids of actions are
+(:data:`schemas.action_contract.NAME_PATTERN`), so no tenant can be named that another
+tenant's subject keys could be confused with.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from typing import Any
 from events_api.access.errors import ApiKeyError
 from events_api.events import rfc3339_micros
 from events_api.scope import Scope
+from schemas.action_contract import MAX_ID_CHARS, is_name
 
 PREFIX = "cf"
 _KEY = re.compile(r"^cf_(?P<key_id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
 _TEXT_LIMIT = 256
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class Role(StrEnum):
@@ -102,6 +108,13 @@ def new_key(
             raise ApiKeyError(f"{label} must be printable and at most {_TEXT_LIMIT} characters")
     if not tenant_id:
         raise ApiKeyError("a key needs a tenant")
+    if not is_name(tenant_id):
+        raise ApiKeyError(
+            f"tenant must be 1-128 characters of letters, digits and . _ : - starting with a "
+            f"letter or digit (as tenant ids of actions are), got {tenant_id!r}"
+        )
+    if user_id and (_SURROGATE.search(user_id) or len(user_id) > MAX_ID_CHARS):
+        raise ApiKeyError("user must be valid Unicode of at most 256 characters")
     if role is Role.USER and not user_id:
         raise ApiKeyError("a user key needs --user: it reads that user's events only")
     if role is Role.ADMIN and user_id:

@@ -80,6 +80,6 @@ def identifier(value: Any) -> str:
         raise FieldInvalid("must be an id")
     if isinstance(value, int) and value > 0:
         return str(value)
-    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0:
         return str(int(value))
     raise FieldInvalid("must be an id")

@@ -10,7 +10,8 @@ Endpoints (JSON; API version ``v1`` is part of the path and recorded in each act
     POST   /v1/expense_reports/{id}/approve     report + each of its expenses (one request)
     POST   /v1/events                           generate a custom event (seed 001)
 
-Headers: ``X-Tenant-Id`` and ``X-Api-Key`` are required (401 without); any non-empty key is
+Headers: ``X-Tenant-Id`` and ``X-Api-Key`` are required (401 without); the tenant id is a
+name as :mod:`schemas.action_contract` defines it (400 otherwise); any non-empty key is
 accepted and only its fingerprint is recorded. ``X-User-Id`` and ``X-Application-Id`` are
 optional. ``X-Request-Id`` is taken if given, generated otherwise, and returned; every
 action of the request carries it. The response lists the event ids in ``X-Event-Ids``.
@@ -18,6 +19,12 @@ action of the request carries it. The response lists the event ids in ``X-Event-
 Errors are JSON ``{"error": message}``: 400 malformed JSON or headers, 401 missing tenant or
 key, 404 unknown resource/object/route, 409 a state conflict, 422 a field that does not
 validate, 503 when the actions could not be published. Nothing returns a traceback.
+
+Bodies are strict JSON (:func:`schemas.action_contract.loads_strict`: valid Unicode without
+lone surrogates, finite numbers, nested at most 64 deep), checked before anything changes;
+a body in a charset Python does not know is a 400. Every action of a request is checked
+against the action contract before any is published, and one that breaks it answers 422
+with the contract's reason: what this API answers 2xx for always becomes a change.
 
 A write responds once its actions are delivered or durably spooled (the publisher's
 contract). The call into the publisher happens on the event loop: it encodes and enqueues
@@ -33,12 +40,10 @@ request on the same subject overtakes them.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from json import JSONDecodeError
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -52,9 +57,11 @@ from producers.demo_api.api_keys import (
     load_or_create_secret,
     secret_path,
 )
-from producers.demo_api.domain import DomainError
+from producers.demo_api.domain import DomainError, Invalid
 from producers.demo_api.service import API_VERSION, ApiResult, DemoService
 from producers.errors import PublishError
+from schemas.action_contract import ContractViolation, check_action, check_name, loads_strict
+from schemas.masking import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,7 @@ SERVICE: web.AppKey[DemoService] = web.AppKey("service")
 SINK: web.AppKey[ActionSink] = web.AppKey("sink")
 FINGERPRINT: web.AppKey[Fingerprint] = web.AppKey("fingerprint")
 DEFERRED: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("deferred")
+REDACTOR: web.AppKey[Redactor] = web.AppKey("redactor")
 
 
 def create_demo_app(
@@ -106,6 +114,7 @@ def create_demo_app(
     app[SINK] = publisher
     app[FINGERPRINT] = fingerprint or fingerprinter(load_or_create_secret(secret_path(settings)))
     app[DEFERRED] = set()
+    app[REDACTOR] = settings.redactor()
     app.router.add_get("/healthz", _healthz)
     app.router.add_post(f"/{API_VERSION}/events", _generate_event)
     app.router.add_post(f"/{API_VERSION}/expense_reports/{{id}}/approve", _approve_report)
@@ -193,7 +202,7 @@ def _identify(request: web.Request) -> tuple[Caller, str]:
     if not api_key:
         raise Unauthorized("the X-Api-Key header is required")
     caller = Caller(
-        tenant_id=_header_id(tenant_id, "X-Tenant-Id"),
+        tenant_id=_tenant_id(tenant_id),
         api_version=API_VERSION,
         user_id=_optional_header_id(request, "X-User-Id"),
         application_id=_optional_header_id(request, "X-Application-Id"),
@@ -208,6 +217,13 @@ def _optional_header_id(request: web.Request, name: str) -> str | None:
     return _header_id(value, name) if value else None
 
 
+def _tenant_id(value: str) -> str:
+    try:
+        return check_name("X-Tenant-Id", value)
+    except ContractViolation as exc:
+        raise HeaderError(exc.reason) from None
+
+
 def _header_id(value: str, name: str) -> str:
     if not _HEADER_ID.match(value):
         raise HeaderError(f"{name} must be 1-128 characters of letters, digits and ._:@/+=-")
@@ -220,19 +236,17 @@ def _resource(request: web.Request) -> str:
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        return await request.json(loads=_strict_json_loads)
-    except (JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise HeaderError(f"the body is not valid JSON: {exc}") from exc
-
-
-def _strict_json_loads(text: str) -> Any:
+        text = await request.text()
+    except LookupError:
+        raise HeaderError(f"the body's charset {request.charset!r} is not supported") from None
+    except UnicodeDecodeError as exc:
+        raise HeaderError(f"the body is not valid {request.charset or 'UTF-8'}: {exc}") from None
     if not text.strip():
-        raise ValueError("empty body")
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+        raise HeaderError("the body is not valid JSON: empty body")
+    try:
+        return loads_strict(text, "the body")
+    except ContractViolation as exc:
+        raise HeaderError(exc.reason) from None
 
 
 # -- publishing and responses -------------------------------------------------------------------
@@ -241,6 +255,7 @@ async def _respond(request: web.Request, request_id: str, result: ApiResult) -> 
     if request.headers.get("X-Demo-Duplicate", "").lower() in {"1", "true", "yes"}:
         actions = [a for action in actions for a in (action, action)]
     delay_ms = _delay_ms(request)
+    _check_actions(request.app[REDACTOR], actions)
     headers = {"X-Event-Ids": ",".join(a["event_id"] for a in result.actions)}
     if delay_ms:
         _publish_later(request.app, actions, delay_ms / 1000)
@@ -248,6 +263,15 @@ async def _respond(request: web.Request, request_id: str, result: ApiResult) -> 
     else:
         await _publish(request.app[SINK], actions)
     return _json(result.status, result.body, request_id, headers)
+
+
+def _check_actions(redactor: Redactor, actions: list[dict[str, Any]]) -> None:
+    """Refuse (422, the contract's reason) before publishing any action of the request."""
+    for action in actions:
+        try:
+            check_action(action, redactor)
+        except ContractViolation as exc:
+            raise Invalid(exc.reason) from None
 
 
 def _delay_ms(request: web.Request) -> int:

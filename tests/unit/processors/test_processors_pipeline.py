@@ -109,7 +109,10 @@ def raw(
     if record is not None:
         value = default_codec().encode("changefeed.ApiAction", record)
         key = (
-            key or f"{record['tenant_id']}/{record['subject_type']}/{record['subject_id']}".encode()
+            key
+            or models.subject_key(
+                record["tenant_id"], record["subject_type"], record["subject_id"]
+            ).encode()
         )
     return RawRecord("actions", 0, next(_offsets), 1, key, value, [("h", b"1")])
 

@@ -436,3 +436,52 @@ async def test_the_default_fingerprint_is_keyed_stable_and_not_the_key(
     assert fingerprints[0] == fingerprints[1]
     assert fingerprints[0].startswith("hmac-sha256:")
     assert API_KEY not in fingerprints[0]
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "content_type", "status", "message"),
+    [
+        ("/v1/projects", '{"name": ' + "[" * 995 + "]" * 995 + "}", None, 400, "nested"),
+        ("/v1/projects", '{"name": "P"}', "application/json; charset=foo", 400, "charset"),
+        ("/v1/projects", '{"name": "broken emoji \\ud83d"}', None, 400, "surrogate"),
+        ("/v1/expense_reports", '{"project_id": "\u00b2", "title": "May"}', None, 422, "id"),
+        (
+            "/v1/events",
+            '{"code": 10001, "subject_type": "d", "subject_id": "d", "data": {"t": 1e400}}',
+            None,
+            400,
+            "finite",
+        ),
+        (
+            "/v1/events",
+            '{"code": 10001, "subject_type": "d", "subject_id": "a\\u0000b"}',
+            None,
+            422,
+            "NUL",
+        ),
+        (
+            "/v1/events",
+            json.dumps({**GOOD_EVENT, "data": {"blob": "x" * 920_000}}),
+            None,
+            422,
+            "budget",
+        ),
+    ],
+)
+async def test_what_the_processors_would_refuse_is_a_4xx_and_changes_nothing(
+    client: TestClient,
+    publisher: RecordingPublisher,
+    path: str,
+    data: str,
+    content_type: str | None,
+    status: int,
+    message: str,
+) -> None:
+    headers = {**TENANT, "Content-Type": content_type or "application/json"}
+    response = await client.post(path, data=data.encode("utf-8"), headers=headers)
+    assert response.status == status
+    assert message in (await response.json())["error"]
+    assert publisher.actions == []
+    # Nothing was created in memory either: the API and the feed agree.
+    response = await client.get("/v1/projects/1", headers=TENANT)
+    assert response.status == 404
