@@ -25,12 +25,12 @@ import faust
 
 from changefeed.config import Settings
 from processors.agents import register_agents
+from processors.dead_letters import DeadLetterSealer
 from processors.exactly_once import CommittedTableManager, ExactlyOnceApp
 from processors.health import register_views
 from processors.pipeline import ActionPipeline
 from processors.tables import define_tables
 from schemas.codec import default_codec
-from schemas.masking import Redactor
 
 COMMIT_INTERVAL_S = 0.1
 COMMIT_EVERY = 100_000
@@ -46,12 +46,12 @@ def create_app(settings: Settings) -> faust.App:
     """A worker-ready app for ``settings``: one per process."""
     app = new_app(settings)
     codec = default_codec()
-    redactor = Redactor(settings.redact_paths, settings.derived_key("redact"))
     pipeline = ActionPipeline(
         codec=codec,
-        redactor=redactor,
+        redactor=settings.redactor(),
         retention_ms=settings.retention_ms,
         source=settings.source,
+        sealer=DeadLetterSealer(settings.derived_key("dlq")),
     )
     tables = define_tables(app, settings)
     register_agents(app, settings, pipeline, tables)

@@ -55,6 +55,7 @@ from processors.dead_letters import (
     DEAD_LETTER_SCHEMA,
     INVALID_FIELD,
     PROCESSING_ERROR,
+    DeadLetterSealer,
     RawRecord,
     dead_letter,
 )
@@ -163,6 +164,9 @@ def _wall_clock_micros() -> int:
 class ActionPipeline:
     """Turns ``actions`` records into outcomes; holds configuration only, no state.
 
+    ``sealer`` encrypts the original of every dead letter (see
+    :mod:`processors.dead_letters`); the worker always passes one, only tests leave it out.
+
     ``clock`` returns wall-clock microseconds (``created_at`` of changes, when an id was first
     seen, ``failed_at`` of dead letters); tests pass a fake one.
     """
@@ -176,6 +180,7 @@ class ActionPipeline:
         source: str,
         clock: Callable[[], int] = _wall_clock_micros,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        sealer: DeadLetterSealer | None = None,
     ) -> None:
         self.codec = codec
         self.redactor = redactor
@@ -183,6 +188,7 @@ class ActionPipeline:
         self.source = source
         self.clock = clock
         self.max_record_bytes = max_record_bytes
+        self.sealer = sealer
 
     def process(self, raw: RawRecord, state: StateReader) -> Outcome:
         """The outcome of ``raw``; never raises for anything wrong with the record itself."""
@@ -414,11 +420,11 @@ class ActionPipeline:
 
     def _dead_letter(self, raw: RawRecord, code: str, reason: str, now_us: int) -> Outcome:
         reason = self.redactor.redact_text(reason)
-        record = dead_letter(raw, code, reason, now_us)
+        record = dead_letter(raw, code, reason, now_us, self.sealer)
         value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
         if len(value) > self.max_record_bytes:
             omitted = len(raw.value or b"")
-            record["value"] = None
+            record.update(value=None, headers={}, sealed=None)
             record["reason"] = f"{reason} (original value of {omitted} bytes omitted: too large)"
             value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
         return Outcome(OutcomeKind.DEAD_LETTER, raw.key, value, [], record, reason=record["reason"])

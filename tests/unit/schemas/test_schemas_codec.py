@@ -95,6 +95,7 @@ def dead_letter(**changes: Any) -> dict[str, Any]:
         "value": b"\xc3\x01garbage",
         "headers": {"ce_id": b"0b4c2b8e", "ce_type": b"expense_report:updated"},
         "failed_at": CREATED,
+        "sealed": None,
     }
     record.update(changes)
     return record
