@@ -46,6 +46,7 @@ from events_api.access.key_topic import KeyStore
 from events_api.access.keys import Role, new_key
 from events_api.views import subject_partition
 from processors.identity import change_id
+from schemas.action_contract import subject_key as contract_subject_key
 from schemas.codec import default_codec
 
 DAY_US = 86_400_000_000
@@ -107,7 +108,7 @@ def event_of(i: int, n: int, tenants: int, start_us: int, span_us: int) -> dict[
 
 
 def subject_key(event: dict[str, Any]) -> str:
-    return f"{event['tenant_id']}/{event['subject_type']}/{event['subject_id']}"
+    return contract_subject_key(event["tenant_id"], event["subject_type"], event["subject_id"])
 
 
 def _publish_range(args: tuple[str, str, int, int, int, int, int, int]) -> int:

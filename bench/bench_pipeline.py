@@ -77,6 +77,7 @@ from processors.dead_letters import RawRecord
 from processors.pipeline import ActionPipeline
 from processors.worker import settle_garbage_collector
 from producers.loadgen import LoadProfile, generate_actions
+from schemas.action_contract import subject_key
 from schemas.codec import default_codec
 from schemas.masking import Redactor
 
@@ -249,7 +250,9 @@ def encoded_actions(count: int) -> Iterator[tuple[bytes, bytes]]:
     codec = default_codec()
     profile = LoadProfile(rate=1000.0, duration_s=count / 1000.0, tenants=3, seed=7)
     for action in generate_actions(profile, count=count):
-        key = f"{action['tenant_id']}/{action['subject_type']}/{action['subject_id']}".encode()
+        key = subject_key(
+            action["tenant_id"], action["subject_type"], action["subject_id"]
+        ).encode()
         yield key, codec.encode(action_name(), action)
 
 

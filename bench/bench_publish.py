@@ -89,7 +89,9 @@ def _run(args: argparse.Namespace, bootstrap: str) -> int:
             source=settings.source,
         )
     )
-    encoder = ActionEncoder(settings.topic("actions"), default_codec(), settings.source)
+    encoder = ActionEncoder(
+        settings.topic("actions"), default_codec(), settings.source, settings.redactor()
+    )
     records = [encoder.encode(action) for action in actions]
     mean_value = sum(len(r.value) for r in records) / len(records)
     print(

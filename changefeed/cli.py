@@ -358,6 +358,77 @@ def replay(
     return ExitCode.OK
 
 
+# -- dead letters -------------------------------------------------------------------------
+@cli.group()
+def dlq() -> None:
+    """Dead letters of actions.dlq: list, open (admins), send back to actions."""
+
+
+@dlq.command("list")
+@_pass_globals
+def dlq_list(g: _Globals) -> int:
+    """One JSON line per dead letter: offset, reason, origin, key; the original stays sealed."""
+    from changefeed.dlq import list_dead_letters
+
+    for summary in list_dead_letters(g.settings()):
+        click.echo(json.dumps(summary))
+    return ExitCode.OK
+
+
+@dlq.command("show")
+@click.argument("offset", type=click.IntRange(min=0))
+@_pass_globals
+def dlq_show(g: _Globals, offset: int) -> int:
+    """Open the dead letter at OFFSET and print its original action as JSON.
+
+    Decrypts with the deployment secret (CHANGEFEED_SECRET, or $CHANGEFEED_HOME/secret.key):
+    the output holds the original in clear, for an admin's eyes only.
+    """
+    from changefeed.dlq import show_dead_letter
+
+    click.echo(json.dumps(show_dead_letter(g.settings(), offset), indent=2))
+    return ExitCode.OK
+
+
+@dlq.command("redrive")
+@click.option(
+    "--offset",
+    "offsets",
+    type=click.IntRange(min=0),
+    multiple=True,
+    help="a dead letter to send back (repeatable)",
+)
+@click.option("--all", "all_", is_flag=True, help="every dead letter the topic holds")
+@click.option(
+    "--fixed",
+    type=click.File("r"),
+    help="send this action (JSON, as `dlq show` prints it, edited) in place of one --offset",
+)
+@click.option("--dry-run", is_flag=True, help="say what would be sent, send nothing")
+@_pass_globals
+def dlq_redrive(
+    g: _Globals, offsets: tuple[int, ...], all_: bool, fixed: Any, dry_run: bool
+) -> int:
+    """Send dead letters back to actions, through the action contract.
+
+    A record goes only if it is valid now (or replaced by --fixed); one still invalid is
+    reported with its reason and left in place. Exits 1 when any was not sent.
+    """
+    from changefeed.dlq import load_fixed_action, redrive
+
+    if bool(offsets) == all_:
+        raise click.UsageError("give --offset N (one or more) or --all")
+    fixed_action = load_fixed_action(fixed.read()) if fixed is not None else None
+    results = redrive(g.settings(), None if all_ else offsets, fixed=fixed_action, dry_run=dry_run)
+    for result in results:
+        click.echo(result.describe())
+    return (
+        ExitCode.OK
+        if all(r.sent or dry_run and not r.reason for r in results)
+        else (ExitCode.FAILED)
+    )
+
+
 # -- keys ---------------------------------------------------------------------------------
 @cli.group()
 def keys() -> None:

@@ -64,6 +64,7 @@ class WorkerProcess:
             "CHANGEFEED_WORKER_PORT": str(self.port),
             "CHANGEFEED_RETENTION_MS": str(settings.retention_ms),
             "CHANGEFEED_REDACT_PATHS": ",".join(settings.redact_paths),
+            "CHANGEFEED_REDACT_KEYS": ",".join(settings.redact_keys),
             "CHANGEFEED_SECRET": settings.secret.decode(),
         }
 

@@ -10,6 +10,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from changefeed.config import Settings
 from changefeed.replay import ReplayError, ReplayWindow, replay
 from changefeed.topics import TopicSpec, ensure_topics
+from schemas.action_contract import subject_key
 from schemas.codec import default_codec
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
@@ -45,7 +46,7 @@ def history(settings: Settings) -> list[dict]:
         tenant = "acme" if i % 2 else "globex"
         event_type = "expense:updated" if i % 3 else "expense_report:updated"
         change = _change(i, tenant, event_type)
-        key = f"{tenant}/{change['subject_type']}/{change['subject_id']}".encode()
+        key = subject_key(tenant, change["subject_type"], change["subject_id"]).encode()
         producer.send(
             settings.topic("changes"),
             key=key,

@@ -21,6 +21,7 @@ from changefeed.config import Settings
 from events_api.access.key_topic import KeyStore
 from events_api.access.keys import Role, new_key
 from events_api.runtime import EventsApi, serve
+from schemas.action_contract import subject_key
 from schemas.codec import default_codec
 
 
@@ -47,7 +48,7 @@ class ChangePublisher:
     def publish(self, *changes: dict[str, Any]) -> list[tuple[int, int]]:
         futures = []
         for change in changes:
-            key = f"{change['tenant_id']}/{change['subject_type']}/{change['subject_id']}"
+            key = subject_key(change["tenant_id"], change["subject_type"], change["subject_id"])
             value = self.codec.encode("changefeed.ChangeEvent", change)
             futures.append(self.producer.send(self.topic, key=key.encode(), value=value))
         self.producer.flush()

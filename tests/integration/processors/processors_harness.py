@@ -18,6 +18,7 @@ from worker_process import WorkerProcess, free_port, wait_until
 
 from changefeed.config import Settings
 from changefeed.topics import changelog_topic
+from schemas.action_contract import subject_key
 from schemas.codec import default_codec
 
 __all__ = ["WorkerProcess", "free_port", "wait_until"]  # re-exported for the tests
@@ -54,7 +55,7 @@ def action(
 
 
 def subject_key_of(record: dict[str, Any]) -> bytes:
-    return f"{record['tenant_id']}/{record['subject_type']}/{record['subject_id']}".encode()
+    return subject_key(record["tenant_id"], record["subject_type"], record["subject_id"]).encode()
 
 
 class ActionPublisher:

@@ -28,7 +28,9 @@ from processors_harness import (
 from changefeed.config import BrokerSettings, Settings
 from changefeed.topics import ensure_topics
 from processors import models
+from processors.dead_letters import DeadLetterSealer
 from processors.identity import change_id
+from schemas.action_contract import subject_key
 from schemas.codec import default_codec
 
 
@@ -255,7 +257,7 @@ def test_redaction(pipeline: Pipeline) -> None:
 def test_bad_input_goes_to_the_dlq_while_good_events_flow(pipeline: Pipeline) -> None:
     subject = sid()
     codec = default_codec()
-    good_key = f"acme/expense_report/{subject}".encode()
+    good_key = subject_key("acme", "expense_report", subject).encode()
     unknown_schema = b"\xc3\x01" + b"\xab" * 8 + b"\x00"
     empty_id = codec.encode(
         "changefeed.ApiAction", action("", "create", {"a": 1}, subject_id=subject)
@@ -295,6 +297,7 @@ def test_bad_input_goes_to_the_dlq_while_good_events_flow(pipeline: Pipeline) ->
         lambda: set(where.values()) <= set(letters()), 60, "a dead letter for each bad record"
     )
     got = letters()
+    sealer = DeadLetterSealer(pipeline.settings.derived_key("dlq"))
     expected_codes = {
         "undecodable": "undecodable",
         "unknown_schema": "unknown_schema",
@@ -307,7 +310,9 @@ def test_bad_input_goes_to_the_dlq_while_good_events_flow(pipeline: Pipeline) ->
         letter = got[position]
         assert letter["reason_code"] == expected_codes[name], (name, letter["reason"])
         assert letter["topic"] == pipeline.settings.topic("actions")
-        assert letter["value"] == bad[name][1] and letter["key"] == bad[name][0]
+        assert letter["value"] is None and letter["key"] == bad[name][0]
+        value, _ = sealer.open(letter["sealed"], letter["topic"], *position)
+        assert value == bad[name][1]  # the original, sealed under the deployment's key
         assert letter["reason"]
     assert pipeline.worker.metrics()["dead_lettered"] >= len(bad)
     assert (pipeline.worker.health() or {}).get("ready") is True  # never stalled or crashed
@@ -323,7 +328,9 @@ def test_each_change_writes_its_subject_state_and_dedupe_entry_only(pipeline: Pi
     states = read_changelog(pipeline.settings, models.SUBJECT_STATE)
     seen = read_changelog(pipeline.settings, models.SEEN_EVENTS)
     for s in subjects:
-        state = models.SubjectState.decode(states[f"acme/expense_report/{s}".encode()])
+        state = models.SubjectState.decode(
+            states[subject_key("acme", "expense_report", s).encode()]
+        )
         assert (state.sequence, state.change_id) == (1, change_id(f"{s}-1"))
         assert [r.event_id for r in state.recent] == [f"{s}-1"]
         entry = models.SeenEvent.decode(seen[models.seen_key(f"{s}-1")])
