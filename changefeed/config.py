@@ -54,6 +54,18 @@ class BrokerSettings:
 
 
 @dataclass(frozen=True)
+class WebLimits:
+    """What a web server of changefeed allows a connection (see ``changefeed.web_limits``)."""
+
+    header_timeout_s: float = 10.0
+    max_connections: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.header_timeout_s <= 0 or self.max_connections < 1:
+            raise ConfigError("the HTTP header timeout and connection cap must be positive")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a changefeed process needs to know, validated once."""
 
@@ -69,6 +81,7 @@ class Settings:
     redact_paths: tuple[str, ...] = ("/api_key", "/password", "/secret", "/token", "/card_number")
     redact_keys: tuple[str, ...] = DEFAULT_SENSITIVE_KEYS
     source: str = "/changefeed/demo"
+    web_limits: WebLimits = field(default_factory=WebLimits)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     # The deployment secret: keys for masking sensitive values and signing cursors derive
     # from it (see derived_key). Every worker of a deployment must share it.
@@ -126,6 +139,10 @@ class Settings:
             redact_keys=tuple(k.strip() for k in redact_keys.split(",") if k.strip())
             if redact_keys is not None
             else DEFAULT_SENSITIVE_KEYS,
+            web_limits=WebLimits(
+                header_timeout_s=_float(env, "CHANGEFEED_HTTP_HEADER_TIMEOUT_S", 10.0),
+                max_connections=_int(env, "CHANGEFEED_HTTP_MAX_CONNECTIONS", 4096),
+            ),
             broker=broker,
             secret=_secret(env, home),
         )
@@ -159,3 +176,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc

@@ -13,12 +13,24 @@ that received events are woken (:class:`~events_api.signals.TenantSignals`).
 
 Kafka having deleted offsets the index never read (a worker down for longer than the
 retention) is recorded as a gap (``gone_below``), never papered over: cursors from before
-it get 410. A record that does not decode is logged and skipped, never blocks a partition.
+it get 410.
+
+No poison record: a record that does not decode, does not render as strict JSON, or that
+SQLite refuses is logged, counted (:attr:`FeedIndexer.skipped`, in ``/metrics`` and
+``/healthz``) and skipped; it never blocks a partition nor fails its batch.
+
+Health (:meth:`FeedIndexer.health`, decided by :func:`index_health`): the index is
+**stuck** when following ``changes`` has failed for :data:`STUCK_AFTER_S` without a
+success in between, and **lagging** when records the broker reported committed
+:data:`MAX_LAG_S` ago are still not indexed (:class:`LagTracker`); either makes the
+worker's ``/healthz`` answer 503 with the reason. Repeated failures are logged once, then
+once a minute with a count, not every retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -44,6 +56,10 @@ from events_api.signals import TenantSignals
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0
+STUCK_AFTER_S = 30.0
+MAX_LAG_S = 60.0
+LAG_SAMPLE_S = 1.0
+FAILURE_LOG_INTERVAL_S = 60.0
 PURGE_INTERVAL_S = 60.0
 MAX_BATCH = 5000
 PARENT_CHECK_S = 0.5
@@ -109,6 +125,59 @@ def check_storable(event: IndexedEvent) -> None:
 
 
 RawChange = tuple[int, int, bytes]  # partition, offset, value
+
+
+class LagTracker:
+    """When did the broker first report, as committed, a record the index still lacks?
+
+    Each observation records the partitions' ends (last stable offsets) with the time,
+    at most one every :data:`LAG_SAMPLE_S`; an observation is forgotten once the index
+    positions reached all its ends. The oldest one left says since when the index has
+    been behind by at least one record it was told about.
+    """
+
+    def __init__(self) -> None:
+        self._samples: collections.deque[tuple[float, dict[int, int]]] = collections.deque()
+
+    def observe(self, now: float, ends: dict[int, int], positions: dict[int, int]) -> None:
+        self._drop_reached(positions)
+        behind = any(positions.get(p, 0) < end for p, end in ends.items())
+        if behind and (not self._samples or now - self._samples[-1][0] >= LAG_SAMPLE_S):
+            self._samples.append((now, dict(ends)))
+
+    def behind_since(self) -> float | None:
+        return self._samples[0][0] if self._samples else None
+
+    def _drop_reached(self, positions: dict[int, int]) -> None:
+        while self._samples and all(
+            positions.get(p, 0) >= end for p, end in self._samples[0][1].items()
+        ):
+            self._samples.popleft()
+
+
+def index_health(
+    now: float,
+    *,
+    failing_since: float | None,
+    last_error: str,
+    behind_since: float | None,
+    skipped: int,
+    last_skip: str,
+    stuck_after_s: float = STUCK_AFTER_S,
+    max_lag_s: float = MAX_LAG_S,
+) -> tuple[bool, str, dict[str, Any]]:
+    """The feed index's verdict: (ok, reason, details). Skipped records are reported, and
+    do not fail health: they cannot be indexed, and everything else is."""
+    lag_s = 0.0 if behind_since is None else now - behind_since
+    details: dict[str, Any] = {"lag_s": round(lag_s, 1), "skipped_records": skipped}
+    if last_skip:
+        details["last_skipped"] = last_skip
+    if failing_since is not None and now - failing_since >= stuck_after_s:
+        reason = f"the feed index is stuck: failing for {now - failing_since:.0f}s ({last_error})"
+        return False, reason, details
+    if lag_s >= max_lag_s:
+        return False, f"the feed index lags: records {lag_s:.0f}s old are not indexed", details
+    return True, "", details
 
 
 class _ChildIndex:
@@ -235,6 +304,9 @@ class FeedIndexer:
         self.purge_interval_s = purge_interval_s
         self.clock = clock
         self.indexed = 0
+        self.failing_since: float | None = None
+        self.last_error = ""
+        self.lag = LagTracker()
         self._writer: IndexWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._progress = asyncio.Condition()
@@ -244,8 +316,20 @@ class FeedIndexer:
 
     @property
     def skipped(self) -> int:
-        """Records of ``changes`` that did not decode (logged, never indexed)."""
+        """Records of ``changes`` not indexed: undecodable, unrenderable or refused."""
         return 0 if self._writer is None else self._writer.skipped
+
+    def health(self) -> tuple[bool, str, dict[str, Any]]:
+        """See :func:`index_health`; ``details`` also carries the indexed count."""
+        ok, reason, details = index_health(
+            time.monotonic(),
+            failing_since=self.failing_since,
+            last_error=self.last_error,
+            behind_since=self.lag.behind_since(),
+            skipped=self.skipped,
+            last_skip="" if self._writer is None else self._writer.last_skip,
+        )
+        return ok, reason, {**details, "indexed": self.indexed}
 
     async def start(self) -> None:
         self._writer = IndexWriter(self.index)
@@ -304,13 +388,28 @@ class FeedIndexer:
         return await self._writer.call(method, *args)
 
     async def _run(self, body: Callable[[], Any]) -> None:
+        failures = 0
+        last_logged = float("-inf")
         while True:
             try:
                 await body()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the feed must survive broker trouble
-                log.exception("%s failed; retrying in %.0fs", body.__name__, RETRY_S)
+            except Exception as exc:  # noqa: BLE001 - the feed must survive broker trouble
+                now = time.monotonic()
+                failures += 1
+                if body == self._follow:
+                    if self.failing_since is None:
+                        self.failing_since = now
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                if now - last_logged >= FAILURE_LOG_INTERVAL_S:
+                    log.exception(
+                        "%s failed (%d time(s) since last logged); retrying every %.0fs",
+                        body.__name__,
+                        failures,
+                        RETRY_S,
+                    )
+                    last_logged, failures = now, 0
                 await asyncio.sleep(RETRY_S)
 
     async def _follow(self) -> None:
@@ -338,6 +437,8 @@ class FeedIndexer:
                 ]
                 tenants, indexed = await self._on_writer("write", records, positions)
                 self.indexed += indexed
+                self.failing_since, self.last_error = None, ""
+                self.lag.observe(time.monotonic(), self._ends(consumer, tps), positions)
                 self.signals.notify(tenants)
                 async with self._progress:
                     self._progress.notify_all()
@@ -345,6 +446,18 @@ class FeedIndexer:
             self._assigned.clear()
             self._consumer, self._tps = None, []
             await consumer.stop()
+
+    @staticmethod
+    def _ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[int, int]:
+        """The last stable offsets the consumer's fetches reported (read_committed)."""
+        ends = {}
+        for tp in tps:
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                end = consumer.highwater(tp)
+            if end is not None:
+                ends[tp.partition] = end
+        return ends
 
     async def _partitions_of_topic(self) -> set[int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)

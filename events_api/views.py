@@ -36,6 +36,7 @@ from events_api.http import mount
 from events_api.runtime import EventsApi
 from events_api.subjects import SubjectStateView
 from processors import models
+from processors.health import HealthCheck, add_health_check, add_metrics
 from processors.tables import tables_of
 
 FORWARDED = "X-Changefeed-Forwarded"
@@ -45,9 +46,28 @@ _PASSED_ON = ("Authorization", "X-Api-Key")
 
 
 def register_events_api(app: faust.App, settings: Settings) -> EventsApi:
-    """Serve the events API from ``app``'s web server; returns it (tests inspect it)."""
+    """Serve the events API from ``app``'s web server; returns it (tests inspect it).
+
+    The feed index joins the worker's health (stuck or lagging: 503 with the reason) and
+    metrics (``feed_indexed``, ``feed_skipped``, ``feed_lag_s``).
+    """
     api = EventsApi(settings, subjects=TableSubjectStates(app, settings.partitions))
     mount(app.web.web_app, api.web_app())  # type: ignore[attr-defined]
+
+    def index_check() -> HealthCheck:
+        ok, reason, details = api.indexer.health()
+        return HealthCheck(ok, reason, details)
+
+    def index_metrics() -> dict[str, object]:
+        _, _, details = api.indexer.health()
+        return {
+            "feed_indexed": details["indexed"],
+            "feed_skipped": details["skipped_records"],
+            "feed_lag_s": details["lag_s"],
+        }
+
+    add_health_check(app, "feed_index", index_check)
+    add_metrics(app, index_metrics)
     return api
 
 

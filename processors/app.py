@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> faust.App:
     )
     tables = define_tables(app, settings)
     register_agents(app, settings, pipeline, tables)
-    register_views(app)
+    register_views(app, settings.bootstrap)
     return app
 
 

@@ -25,6 +25,10 @@ with a message saying what to re-check.
    (:func:`partition_db`, :func:`open_partition_dbs`), stores opened without RocksDB's own
    write-ahead log (:class:`ChangelogTable`), and a recovery whose changelog ends come
    from the broker (:class:`CommittedTableManager`).
+5. **Web server limits** (:func:`limit_web_server`): Faust's aiohttp web driver builds its
+   ``AppRunner`` with no way to pass server options; it is replaced before the server
+   starts by one that applies :class:`~changefeed.config.WebLimits` (header read timeout,
+   connection cap, see :mod:`changefeed.web_limits`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from yarl import URL
 
+from changefeed.config import WebLimits
 from processors.errors import ProcessingError
 
 log = logging.getLogger(__name__)
@@ -320,3 +325,11 @@ def committed_table_manager(ends: HighwaterSource) -> type[TableManager]:
             return self._recovery
 
     return CommittedTableManager
+
+
+def limit_web_server(app: faust.App, limits: WebLimits) -> None:
+    """Make ``app``'s web server apply ``limits`` (call before the worker starts)."""
+    from changefeed.web_limits import LimitedAppRunner
+
+    web = app.web
+    web._runner = LimitedAppRunner(web.web_app, limits, access_log=None)  # type: ignore[attr-defined]

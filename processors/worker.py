@@ -4,12 +4,15 @@ Before the app starts, the project's topics are ensured (idempotent), the local 
 are discarded and rebuilt in bulk from the committed changelogs (see
 :mod:`processors.exactly_once` for why, :mod:`processors.restore` for how). The exit
 status is 0 after a requested stop and 1 when the worker stopped because something failed;
-a supervisor restarts it either way.
+a supervisor restarts it either way. Its web server applies the settings' web limits
+(header read timeout, connection cap) and its log drops repeated warnings and errors
+(:mod:`processors.log_rate`).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 from collections.abc import Callable
 
@@ -19,7 +22,8 @@ from changefeed.config import Settings
 from changefeed.topics import TopicSpec, ensure_topics, project_topics
 from processors.app import create_app
 from processors.exactly_once import discard_local_tables
-from processors.faust_adapter import check_versions
+from processors.faust_adapter import check_versions, limit_web_server
+from processors.log_rate import install_repeat_filter
 from processors.restore import restore_tables
 
 
@@ -43,9 +47,18 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+class _Worker(faust.Worker):
+    """Faust's worker, whose log handlers drop repeated warnings and errors
+    (:mod:`processors.log_rate`): a broker outage must not flood the log."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        install_repeat_filter(logger)
+
+
 def faust_worker(app: faust.App, loglevel: str) -> faust.Worker:
     """Faust's worker for ``app``, logging at ``loglevel`` and nothing below it."""
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = _Worker(app, loglevel=loglevel, quiet=True)
     # Faust's progress spinner sets the root logger to DEBUG whenever the level is WARN or
     # above, so every debug call of the Kafka client builds a log record for nothing
     # (about 5 % of the worker's time under load). Without it the level is the one asked.
@@ -68,6 +81,7 @@ def run_worker(
     ensure_topics(settings, [*project_topics(settings), leader_topic(settings)])
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = create_app(settings)
+    limit_web_server(app, settings.web_limits)
     if extend is not None:
         extend(app)
     discard_local_tables(app)

@@ -30,6 +30,10 @@ A write responds once its actions are delivered or durably spooled (the publishe
 contract). The call into the publisher happens on the event loop: it encodes and enqueues
 (tens of microseconds), the wait for the outcome is awaited, not blocked on.
 
+Connections: a request head must arrive within ``CHANGEFEED_HTTP_HEADER_TIMEOUT_S`` and at
+most ``CHANGEFEED_HTTP_MAX_CONNECTIONS`` connections are open at once
+(:mod:`changefeed.web_limits`).
+
 Fault injection, for demonstrating what the processors absorb (seed 003: "events may
 sometimes be duplicated", "not guaranteed to appear in the exact order"):
 ``X-Demo-Duplicate: true`` publishes every action of the request twice (same event id);
@@ -128,6 +132,7 @@ def create_demo_app(
 
 def run_demo_api(settings: Settings) -> int:
     """Serve the demo API on ``settings.api_host:settings.demo_api_port`` until interrupted."""
+    from changefeed.web_limits import serve_app
     from producers.publisher import Publisher, default_spool_dir
 
     publisher = Publisher(settings, spool_dir=default_spool_dir(settings, "demo-api"))
@@ -138,7 +143,7 @@ def run_demo_api(settings: Settings) -> int:
 
     app.on_cleanup.append(close_publisher)
     print(f"demo API on http://{settings.api_host}:{settings.demo_api_port} -> {publisher.topic}")
-    web.run_app(app, host=settings.api_host, port=settings.demo_api_port, print=None)
+    serve_app(app, settings.api_host, settings.demo_api_port, settings.web_limits)
     return 0
 
 
