@@ -21,12 +21,16 @@ Per partition the index keeps ``next_offset`` (everything before it has been rea
 in the same transaction as the rows) and ``gone_below`` (offsets below it are not, or no
 longer, here: never read because Kafka had deleted them, or purged past retention).
 
+Files: the folder is 0700 and the database, WAL and shared-memory files 0600, readable by
+the worker's user only (:meth:`FeedIndex.open` sets them, for existing files too).
+
 Thread use: one writer (the indexer's thread) and any number of reader threads, each with
 its own connection; a reader sees one consistent snapshot per :meth:`FeedIndex.reading`.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -170,9 +174,10 @@ class FeedIndex:
     def open(self) -> None:
         """Create or check the database; one built for another topic or layout is rebuilt."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._restrict_files()
             conn = self._connect()
             conn.executescript("PRAGMA journal_mode=WAL;")
+            self._restrict_files()  # the WAL and shared-memory files now exist too
             meta = self._meta(conn)
             if meta and (meta.get("topic") != self.topic or meta.get("schema") != SCHEMA_VERSION):
                 conn.executescript(
@@ -190,6 +195,19 @@ class FeedIndex:
             self._last_sort = {p: s.last_sort_us for p, s in self.partitions().items()}
         except sqlite3.Error as exc:
             raise FeedIndexError(f"cannot open the feed index {self.path}: {exc}") from exc
+
+    def _restrict_files(self) -> None:
+        """The index holds tenants' events: its folder 0700, its files 0600 (owner only),
+        whatever the umask, and for an index created before this rule too."""
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            path = self.path.with_name(self.path.name + suffix)
+            if path.exists():
+                os.chmod(path, 0o600)
 
     def close(self) -> None:
         with self._write_lock:

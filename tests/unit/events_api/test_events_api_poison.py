@@ -4,6 +4,8 @@ counted, payloads that are not strict JSON are served as strings, bad numbers an
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,3 +142,19 @@ async def test_an_encoded_slash_in_a_subject_id_names_that_id_only(tmp_path: Pat
         )
         assert response.status == 400
         assert "subject_type" in (await response.json())["error"]["message"]
+
+
+def test_index_files_are_readable_by_the_owner_only(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # a usual umask: world-readable unless the index says no
+    try:
+        index = FeedIndex(tmp_path / "feed" / "changes.sqlite3", "changes")
+        index.open()
+        index.add([to_indexed(default_codec(), 0, 0, encoded(change_event(1)))], {0: 1})
+        files = sorted(p for p in (tmp_path / "feed").iterdir())
+        assert {p.name for p in files} >= {"changes.sqlite3", "changes.sqlite3-wal"}
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE((tmp_path / "feed").stat().st_mode) == 0o700
+        index.close()
+    finally:
+        os.umask(old_umask)
