@@ -65,6 +65,8 @@ class WorkerProcess:
             "CHANGEFEED_RETENTION_MS": str(settings.retention_ms),
             "CHANGEFEED_REDACT_PATHS": ",".join(settings.redact_paths),
             "CHANGEFEED_REDACT_KEYS": ",".join(settings.redact_keys),
+            "CHANGEFEED_HTTP_HEADER_TIMEOUT_S": str(settings.web_limits.header_timeout_s),
+            "CHANGEFEED_HTTP_MAX_CONNECTIONS": str(settings.web_limits.max_connections),
             "CHANGEFEED_SECRET": settings.secret.decode(),
         }
 
