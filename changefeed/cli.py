@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -401,13 +402,13 @@ def dlq_show(g: _Globals, offset: int) -> int:
 @click.option("--all", "all_", is_flag=True, help="every dead letter the topic holds")
 @click.option(
     "--fixed",
-    type=click.File("r"),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="send this action (JSON, as `dlq show` prints it, edited) in place of one --offset",
 )
 @click.option("--dry-run", is_flag=True, help="say what would be sent, send nothing")
 @_pass_globals
 def dlq_redrive(
-    g: _Globals, offsets: tuple[int, ...], all_: bool, fixed: Any, dry_run: bool
+    g: _Globals, offsets: tuple[int, ...], all_: bool, fixed: Path | None, dry_run: bool
 ) -> int:
     """Send dead letters back to actions, through the action contract.
 
@@ -418,7 +419,7 @@ def dlq_redrive(
 
     if bool(offsets) == all_:
         raise click.UsageError("give --offset N (one or more) or --all")
-    fixed_action = load_fixed_action(fixed.read()) if fixed is not None else None
+    fixed_action = load_fixed_action(fixed.read_text()) if fixed is not None else None
     results = redrive(g.settings(), None if all_ else offsets, fixed=fixed_action, dry_run=dry_run)
     for result in results:
         click.echo(result.describe())

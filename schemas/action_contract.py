@@ -124,6 +124,8 @@ def is_name(value: str) -> bool:
 
 def check_text_id(field: str, value: object, max_chars: int = MAX_ID_CHARS) -> str:
     """A non-empty id of any text: no control characters, no lone surrogates, bounded."""
+    if type(value) is str and 0 < len(value) <= max_chars and value.isprintable():
+        return value  # the usual id; printable text has no control character nor surrogate
     if not isinstance(value, str) or not value:
         raise ContractViolation(f"{field} must not be empty")
     if len(value) > max_chars:
@@ -193,7 +195,7 @@ def _finite_float(text: str) -> float:
 def loads_strict(text: str, what: str = "payload") -> Any:
     """The JSON value of ``text``, or :class:`ContractViolation` saying why it is not strict
     JSON (see the module docstring)."""
-    if _SURROGATE.search(text):
+    if not text.isascii() and _SURROGATE.search(text):
         raise ContractViolation(f"{what} contains a lone surrogate (invalid Unicode)")
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
@@ -203,7 +205,8 @@ def loads_strict(text: str, what: str = "payload") -> Any:
         raise ContractViolation(f"{what} is nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:
         raise ContractViolation(f"{what} is not valid JSON: {exc}") from None
-    check_json_value(value, what, escaped_surrogates=_SURROGATE_ESCAPE.search(text) is not None)
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        check_json_value(value, what)
     if text.count("[") + text.count("{") > MAX_DEPTH:  # cheap bound first; walk only then
         depth = json_depth(value)
         if depth > MAX_DEPTH:
@@ -211,11 +214,8 @@ def loads_strict(text: str, what: str = "payload") -> Any:
     return value
 
 
-def check_json_value(value: Any, what: str = "payload", *, escaped_surrogates: bool = True) -> None:
-    """Refuse lone surrogates in any string or key of a parsed JSON value, and non-finite
-    numbers (for values built in Python rather than parsed with :func:`loads_strict`)."""
-    if not escaped_surrogates:
-        return
+def check_json_value(value: Any, what: str = "payload") -> None:
+    """Refuse lone surrogates in any string or key of a parsed JSON value."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -352,7 +352,7 @@ def _check_payload(
         out_text = redactor.redact_text(text) if redactor is not None else text
         changed = out_text is not text
         payload = out_text
-    size = len(out_text.encode("utf-8"))
+    size = len(out_text) if out_text.isascii() else len(out_text.encode("utf-8"))
     if size > budget:
         raise ContractViolation(_too_large(kind, size, budget))
     return payload, out_text, changed

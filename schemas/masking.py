@@ -76,6 +76,7 @@ DEFAULT_SENSITIVE_KEYS = (
     "iban",
 )
 """Key names masked by default (suffix match after normalising, see the module docstring)."""
+_MAX_CACHED_VERDICTS = 65_536
 _MASKED = re.compile(r"^\[REDACTED:hmac:[0-9a-f]{16}\]$")
 _TEXT_PAIR = re.compile(
     r"(?P<key>[A-Za-z0-9_.\-]+)(?P<quote>[\"']?)(?P<sep>[ \t]*[=:][ \t]*)"
@@ -144,7 +145,8 @@ class Redactor:
             raise ConfigError("a sensitive key name must have a letter or digit")
         alternatives = "|".join(re.escape(name) for name in names)
         self._key_suffix = re.compile(f"(?:{alternatives})$") if names else None
-        self._key_anywhere = re.compile(alternatives) if names else None
+        self._names = tuple(names)
+        self._verdicts: dict[str, bool] = {}
         self._root = _PointerNode()
         for path in self._paths:
             self._add_path(path)
@@ -159,13 +161,13 @@ class Redactor:
     def keys(self) -> tuple[str, ...]:
         return self._keys
 
-    def redact(self, document: Any, text: str | None = None) -> Any:
+    def redact(self, document: Any) -> Any:
         """``document`` with every sensitive value masked; the input is never modified.
 
         Only the containers on the way to a masked value are copied; everything else is
-        shared with the input. When nothing is masked the input itself is returned. ``text``,
-        the JSON text ``document`` was parsed from, lets the key-name rules skip the walk
-        when no sensitive name occurs in it at all (the usual case).
+        shared with the input. When nothing is masked the input itself is returned. The
+        verdict on each key name is cached (documents of one API repeat the same names), so
+        the walk costs a dictionary lookup per member.
         """
         root = self._root
         if (
@@ -178,15 +180,19 @@ class Redactor:
             redacted = self._redact_value(document, root)
         if self._key_suffix is None or type(redacted) not in (dict, list):
             return redacted
-        if text is not None and "\\u" not in text and not self._mentions_sensitive_name(text):
-            return redacted
         return self._redact_names(redacted)
 
     def is_sensitive_key(self, name: str) -> bool:
         """Whether a member called ``name`` is masked by the key-name rules."""
-        return self._key_suffix is not None and bool(
-            self._key_suffix.search(normalize_key_name(name))
-        )
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            verdict = self._key_suffix is not None and bool(
+                self._key_suffix.search(normalize_key_name(name))
+            )
+            if len(self._verdicts) >= _MAX_CACHED_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[name] = verdict
+        return verdict
 
     def redact_text(self, text: str) -> str:
         """``text`` with the value of every ``name=value`` pair of a sensitive name masked;
@@ -210,19 +216,25 @@ class Redactor:
         return text if masked == text else masked
 
     def _mentions_sensitive_name(self, text: str) -> bool:
-        assert self._key_anywhere is not None
-        return self._key_anywhere.search(normalize_key_name(text)) is not None
+        normalized = normalize_key_name(text)
+        return any(name in normalized for name in self._names)
 
     def _redact_names(self, value: Any) -> Any:
         """``value`` with every member of a sensitive name masked, at any depth."""
         kind = type(value)
         if kind is dict:
             redacted: dict[str, Any] | None = None
+            sensitive = self._verdicts.get
             for key, child in value.items():
-                if self.is_sensitive_key(key):
+                verdict = sensitive(key)
+                if verdict is None:
+                    verdict = self.is_sensitive_key(key)
+                if verdict:
                     replacement = self.mask(child)
-                else:
+                elif type(child) is dict or type(child) is list:
                     replacement = self._redact_names(child)
+                else:
+                    continue
                 if replacement is not child:
                     if redacted is None:
                         redacted = dict(value)
@@ -231,6 +243,8 @@ class Redactor:
         if kind is list:
             items: list[Any] | None = None
             for index, child in enumerate(value):
+                if type(child) is not dict and type(child) is not list:
+                    continue
                 replacement = self._redact_names(child)
                 if replacement is not child:
                     if items is None:
