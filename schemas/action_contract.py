@@ -74,6 +74,11 @@ _FINGERPRINT = re.compile(r"^[a-z0-9-]{2,32}:[0-9a-f]{8,128}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _JSON_TEXT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_MAX_CACHED = 4096
+_KNOWN_NAMES: set[str] = set()
+"""Tenant ids and subject types already found valid (they repeat): a set lookup each."""
+_JSON_MEDIA_TYPES: dict[str, bool] = {}
+"""Content types already checked, and whether they are JSON."""
 
 
 class ContractViolation(ValueError):
@@ -86,7 +91,7 @@ class ContractViolation(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckedAction:
     """An action that meets the contract, with what the checks derived from it.
 
@@ -120,6 +125,16 @@ def check_name(field: str, value: object) -> str:
 
 def is_name(value: str) -> bool:
     return bool(_NAME.match(value))
+
+
+def _is_plain_id(value: object, max_chars: int) -> bool:
+    return type(value) is str and 0 < len(value) <= max_chars and value.isprintable()
+
+
+def _remember_name(name: str) -> None:
+    if len(_KNOWN_NAMES) >= _MAX_CACHED:
+        _KNOWN_NAMES.clear()
+    _KNOWN_NAMES.add(name)
 
 
 def check_text_id(field: str, value: object, max_chars: int = MAX_ID_CHARS) -> str:
@@ -192,13 +207,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def loads_strict(text: str, what: str = "payload") -> Any:
     """The JSON value of ``text``, or :class:`ContractViolation` saying why it is not strict
     JSON (see the module docstring)."""
     if not text.isascii() and _SURROGATE.search(text):
         raise ContractViolation(f"{what} contains a lone surrogate (invalid Unicode)")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except ContractViolation as exc:
         raise ContractViolation(exc.reason.replace("payload", what, 1)) from None
     except RecursionError:
@@ -274,14 +292,29 @@ def occurred_at_micros(moment: object) -> int:
 
 def check_action(action: Mapping[str, Any], redactor: Redactor | None) -> CheckedAction:
     """Apply every rule of the contract to ``action`` (a dict as the ``ApiAction`` schema
-    reads it); mask its payload and actor with ``redactor`` (None: no masking)."""
-    check_text_id("event_id", action.get("event_id"))
-    check_text_id("request_id", action.get("request_id"))
-    tenant_id = check_name("tenant_id", action.get("tenant_id"))
-    subject_type = check_name("subject_type", action.get("subject_type"))
-    subject_id = check_text_id("subject_id", action.get("subject_id"), MAX_SUBJECT_ID_CHARS)
-    check_text_id("event_type", action.get("event_type"))
-    kind = action.get("action")
+    reads it); mask its payload and actor with ``redactor`` (None: no masking).
+
+    This runs once per published action: the usual case (printable ids, names seen before,
+    an ASCII payload without a sensitive key) takes C-level checks only.
+    """
+    get = action.get
+    event_id, request_id = get("event_id"), get("request_id")
+    subject_id, event_type = get("subject_id"), get("event_type")
+    if not (
+        _is_plain_id(event_id, MAX_ID_CHARS)
+        and _is_plain_id(request_id, MAX_ID_CHARS)
+        and _is_plain_id(subject_id, MAX_SUBJECT_ID_CHARS)
+        and _is_plain_id(event_type, MAX_ID_CHARS)
+    ):
+        check_text_id("event_id", event_id)
+        check_text_id("request_id", request_id)
+        check_text_id("subject_id", subject_id, MAX_SUBJECT_ID_CHARS)
+        check_text_id("event_type", event_type)
+    tenant_id, subject_type = get("tenant_id"), get("subject_type")
+    if tenant_id not in _KNOWN_NAMES or subject_type not in _KNOWN_NAMES:
+        _remember_name(check_name("tenant_id", tenant_id))
+        _remember_name(check_name("subject_type", subject_type))
+    kind = get("action")
     if kind not in ACTIONS:
         raise ContractViolation(f"action must be one of {', '.join(ACTIONS)}, got {_shown(kind)}")
     version = action.get("version")
@@ -294,21 +327,29 @@ def check_action(action: Mapping[str, Any], redactor: Redactor | None) -> Checke
     if not isinstance(criticality, int) or not 0 <= criticality <= 5:
         raise ContractViolation(f"criticality must be 0-5, got {criticality}")
     content_type = action.get("payload_content_type") or "application/json"
-    if len(content_type) > MAX_CONTENT_TYPE_CHARS or _CONTROL.search(content_type):
-        raise ContractViolation("payload_content_type must be a media type of at most 128 chars")
+    is_json = _JSON_MEDIA_TYPES.get(content_type)
+    if is_json is None:
+        if len(content_type) > MAX_CONTENT_TYPE_CHARS or _CONTROL.search(content_type):
+            raise ContractViolation(
+                "payload_content_type must be a media type of at most 128 chars"
+            )
+        is_json = is_json_media_type(content_type)
+        if len(_JSON_MEDIA_TYPES) < _MAX_CACHED:
+            _JSON_MEDIA_TYPES[content_type] = is_json
     ref = action.get("subject_ref")
     if ref:
         check_text_id("subject_ref.key", ref.get("key"))
         check_text_id("subject_ref.id", ref.get("id"), MAX_SUBJECT_ID_CHARS)
-    actor = dict(action.get("actor") or {})
+    actor = action.get("actor") or {}
     for name in ("user_id", "application_id", "api_version"):
-        if actor.get(name) is not None:
-            check_text_id(f"actor.{name}", actor[name])
-    payload, text, changed = _check_payload(kind, action.get("payload"), content_type, redactor)
+        value = actor.get(name)
+        if value is not None and not _is_plain_id(value, MAX_ID_CHARS):
+            check_text_id(f"actor.{name}", value)
+    payload, text, changed = _check_payload(kind, get("payload"), is_json, content_type, redactor)
     fingerprint = actor.get("api_key_fingerprint")
     if fingerprint and redactor is not None and not _FINGERPRINT.match(fingerprint):
         # Whatever the producer sent, a clear key never goes further than this.
-        actor["api_key_fingerprint"] = redactor.fingerprint_api_key(fingerprint)
+        actor = {**actor, "api_key_fingerprint": redactor.fingerprint_api_key(fingerprint)}
         changed = True
     return CheckedAction(
         payload=payload,
@@ -321,7 +362,7 @@ def check_action(action: Mapping[str, Any], redactor: Redactor | None) -> Checke
 
 
 def _check_payload(
-    kind: str, text: object, content_type: str, redactor: Redactor | None
+    kind: str, text: object, is_json: bool, content_type: str, redactor: Redactor | None
 ) -> tuple[Any, str | None, bool]:
     """(parsed and masked payload, its text, whether masking changed it)."""
     if kind == "delete":
@@ -332,7 +373,6 @@ def _check_payload(
         return None, None, False
     if not isinstance(text, str):
         raise ContractViolation("payload must be text")
-    is_json = is_json_media_type(content_type)
     if kind in _STATE_ACTIONS and not is_json:
         raise ContractViolation(f"payload_content_type {content_type!r} is not JSON")
     budget = MAX_STATE_PAYLOAD_BYTES if kind in _STATE_ACTIONS else MAX_EVENT_PAYLOAD_BYTES
