@@ -217,14 +217,21 @@ def _topic_sink(producer: KafkaProducer, topic: str) -> Sink:
 
 def _jsonl_sink(out: IO[str], record_name: str | None) -> Sink:
     from schemas.codec import default_codec
+    from schemas.errors import SchemaError
 
     codec = default_codec()
 
     def write(record: Any) -> None:
-        if record_name is None:
-            body: object = {"raw": record.value.hex()}
+        body: object
+        if record_name is None or record.value is None:
+            body = {"raw": None if record.value is None else record.value.hex()}
         else:
-            body = codec.decode(record.value, record_name)
+            try:
+                body = codec.decode(record.value, record_name)
+            except SchemaError as exc:
+                # A record that is not what the topic should hold is written as it is, with
+                # why: it never stops the replay, and nothing is silently dropped.
+                body = {"raw": record.value.hex(), "undecodable": str(exc)}
         line = {"partition": record.partition, "offset": record.offset, "value": body}
         out.write(json.dumps(line, default=_json_default) + "\n")
 

@@ -30,3 +30,20 @@ def test_parse_time_absolute_and_relative() -> None:
     assert timedelta(hours=2) - timedelta(seconds=5) < delta < timedelta(hours=2, seconds=5)
     with pytest.raises(ReplayError, match="not a time"):
         parse_time("yesterday")
+
+
+def test_a_record_that_does_not_decode_is_written_raw_and_the_replay_goes_on() -> None:
+    import io
+    import json
+    from types import SimpleNamespace
+
+    from changefeed.replay import _jsonl_sink
+
+    out = io.StringIO()
+    write = _jsonl_sink(out, "changefeed.ChangeEvent")
+    write(SimpleNamespace(partition=0, offset=7, value=b"not a change event"))
+    write(SimpleNamespace(partition=0, offset=8, value=None))
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["value"]["raw"] == b"not a change event".hex()
+    assert first["value"]["undecodable"]
+    assert second["value"] == {"raw": None}

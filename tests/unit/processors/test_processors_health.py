@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from events_api.indexer import LagTracker, index_health
-from processors.health import broker_health
+from processors.health import BROKER_DOWN_AFTER_S, BrokerProbe, broker_health
 from processors.log_rate import RepeatedRecordFilter
 
 
@@ -88,3 +88,15 @@ def test_a_31_second_outage_writes_a_handful_of_error_lines() -> None:
     assert len(errors) <= 4 * 3
     assert "more like this" in errors[3].getMessage()
     assert records[-1].getMessage() == "an info line is never dropped"
+
+
+async def test_the_probe_reports_a_broker_that_does_not_answer() -> None:
+    now = [1000.0]
+    probe = BrokerProbe("127.0.0.1:1", clock=lambda: now[0])  # nothing listens there
+    assert probe.health().ok  # no verdict before the first probe
+    await probe.probe()
+    assert probe.last_ok is None and probe.last_error
+    now[0] += BROKER_DOWN_AFTER_S + 1
+    verdict = probe.health()
+    assert not verdict.ok and "has not answered" in verdict.reason
+    await probe.close()
