@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.action_contract import NAME_PATTERN
+
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 256}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _TIME = {"type": "string", "format": "date-time"}
@@ -135,8 +137,19 @@ _CURSOR = {
     "examples": {"tip": {"value": "now"}},
 }
 _SUBJECT_PATH = [
-    _param("subject_type", "path", _TEXT, "Subject type, e.g. `expense_report`."),
-    _param("subject_id", "path", _TEXT, "Subject id."),
+    _param(
+        "subject_type",
+        "path",
+        {"type": "string", "pattern": f"^{NAME_PATTERN}$"},
+        "Subject type, e.g. `expense_report`: 1-128 letters, digits and `. _ : -`; anything"
+        " else (an encoded `/` too) answers 400.",
+    ),
+    _param(
+        "subject_id",
+        "path",
+        _TEXT,
+        "Subject id, URL-encoded: a `/` of the id is sent as `%2F` and names that id only.",
+    ),
 ]
 
 _EVENT = {
