@@ -6,8 +6,9 @@ or a dead letter) and which table entries to write. It never writes itself, so a
 way leaves nothing behind: the caller applies :attr:`Outcome.writes` only once the whole
 outcome exists, inside the transaction that also carries the published record.
 
-Steps: decode and validate -> dedupe on event_id -> order guard -> redact -> diff ->
-``ChangeEvent``. The choices, each of which users can rely on:
+Steps: decode -> validate and mask (:func:`schemas.action_contract.check_action`) -> dedupe
+on event_id -> order guard -> diff -> ``ChangeEvent``. The choices, each of which users can
+rely on:
 
 * **Bad input** (undecodable bytes, an unknown writer schema, a missing or invalid field, a
   payload that is not the JSON it claims to be) becomes a dead letter with its reason. Its
