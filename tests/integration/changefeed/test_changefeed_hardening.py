@@ -363,8 +363,9 @@ def test_planted_secrets_reach_no_topic_table_or_index_in_clear(deployment: Depl
         "subject_state": topic_bytes(s, changelog_topic(s, models.SUBJECT_STATE)),
         "seen_events": topic_bytes(s, changelog_topic(s, models.SEEN_EVENTS)),
     }
-    for path in (s.data_dir / "feed").iterdir():
-        blobs[path.name] = path.read_bytes()
+    for path in s.data_dir.rglob("*"):  # the feed index and the tables' local files
+        if path.is_file():
+            blobs[str(path.relative_to(s.data_dir))] = path.read_bytes()
     leaks = [(name, p) for name, blob in blobs.items() for p in planted_all if p in blob]
     assert leaks == []
     assert b"visible-ours" in blobs["changes"] and b"visible-theirs" in blobs["changes"]
