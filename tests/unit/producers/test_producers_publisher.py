@@ -282,7 +282,8 @@ def test_a_spool_left_by_a_previous_publisher_is_sent_first(
             first.publish(action(n))
     broker = FakeBroker()
     with make_publisher(settings, tmp_path, broker) as second:
-        assert second.stats().spooling  # a non-empty spool: drain before publishing directly
+        # A non-empty spool is drained before anything is published directly (whether the
+        # drain has already finished here is a race, so only the order is asserted).
         second.publish_async(action(4))
         assert second.wait_until_drained(60)
     assert broker.log == ["ev-1", "ev-2", "ev-3", "ev-4"]
