@@ -1,7 +1,8 @@
 """The spool against a real broker that goes away: stopped mid-stream, and absent at start.
 
 A broker of its own (port 39192) is used, because these tests stop and restart it. It
-reuses the jar cache of the default home, with its own state folder.
+reuses the jar cache of the default home, with its own state folder. The tests share one
+test process (an xdist group), so only one of them owns that port at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from producers.delivery import DeliveryOutcome, DeliveryReport
 from producers.pacing import Pacer
 from producers.publisher import Publisher
 from producers.publisher_options import PublisherOptions
+
+pytestmark = pytest.mark.xdist_group("outage_broker")
 
 OUTAGE_PORT = 39192
 SUBJECTS = 30
