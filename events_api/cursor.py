@@ -67,24 +67,29 @@ class CursorSigner:
         """The cursor of ``token``, or :class:`BadRequest` when it is not one of ours for
         ``scope``."""
         if len(token) > MAX_TOKEN:
-            raise BadRequest("cursor is too long to be one of ours")
+            raise BadRequest("cursor is too long to be one of ours", parameter="cursor")
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != VERSION:
-            raise BadRequest("cursor is malformed: pass a next_cursor exactly as received")
+            raise BadRequest(
+                "cursor is malformed: pass a next_cursor exactly as received", parameter="cursor"
+            )
         try:
             payload = _unb64(parts[1])
             mac = _unb64(parts[2])
         except (binascii.Error, ValueError):
             raise BadRequest(
-                "cursor is malformed: pass a next_cursor exactly as received"
+                "cursor is malformed: pass a next_cursor exactly as received",
+                parameter="cursor",
             ) from None
         if not hmac.compare_digest(mac, self._mac(payload, scope)):
-            raise BadRequest(NOT_VALID)
+            raise BadRequest(NOT_VALID, parameter="cursor")
         try:
             return _parse(json.loads(payload))
         except (ValueError, TypeError, KeyError, AttributeError):
             # Signed by us but unreadable: only a different release could have written it.
-            raise BadRequest("cursor was issued by an incompatible version; start again") from None
+            raise BadRequest(
+                "cursor was issued by an incompatible version; start again", parameter="cursor"
+            ) from None
 
     def _mac(self, payload: bytes, scope: Scope) -> bytes:
         message = scope.binding() + b"\x00" + payload

@@ -1,8 +1,10 @@
 """Errors of the events API, each carrying the HTTP answer it deserves.
 
 The HTTP layer turns an :class:`ApiError` into ``{"error": {"code", "message"}}`` with its
-status; anything else that escapes a handler becomes a bare 500 without details. Messages
-are written for the API's users: they say what was wrong and what to send instead.
+status (plus ``parameter`` on a 400 that is about one query parameter, and ``horizon``, the
+RFC 3339 time before which events are gone, on a 410); anything else that escapes a
+handler becomes a bare 500 without details. Messages are written for the API's users:
+they say what was wrong and what to send instead.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ class ApiError(FeedError):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **details: str) -> None:
         super().__init__(message)
         self.message = message
+        # Machine-readable context added to the error object (``parameter`` of a 400,
+        # ``horizon`` of a 410), so clients need not parse the message.
+        self.details = details
 
 
 class BadRequest(ApiError):

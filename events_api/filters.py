@@ -147,10 +147,11 @@ class Params:
                     else ""
                 )
                 raise BadRequest(
-                    f"unknown query parameter {name!r}{hint}; accepted: {', '.join(allowed)}"
+                    f"unknown query parameter {name!r}{hint}; accepted: {', '.join(allowed)}",
+                    parameter=name,
                 )
             if getall is not None and len(getall(name)) > 1:
-                raise BadRequest(f"query parameter {name!r} must be given once")
+                raise BadRequest(f"query parameter {name!r} must be given once", parameter=name)
         self._query = query
 
     def text(self, name: str) -> str | None:
@@ -172,9 +173,13 @@ class Params:
         try:
             value = float(raw)
         except ValueError:
-            raise BadRequest(f"{name} must be a number of seconds, got {raw!r}") from None
+            raise BadRequest(
+                f"{name} must be a number of seconds, got {raw!r}", parameter=name
+            ) from None
         if not low < value <= high:
-            raise BadRequest(f"{name} must be more than {low:g} and at most {high:g}")
+            raise BadRequest(
+                f"{name} must be more than {low:g} and at most {high:g}", parameter=name
+            )
         return value
 
     def time(self, name: str) -> int | None:
@@ -192,21 +197,23 @@ class Params:
 def check_text(name: str, value: str) -> str:
     """A non-empty identifier-like value: at most 256 characters, no control characters."""
     if not value:
-        raise BadRequest(f"{name} must not be empty")
+        raise BadRequest(f"{name} must not be empty", parameter=name)
     if len(value) > MAX_TEXT:
-        raise BadRequest(f"{name} must be at most {MAX_TEXT} characters")
+        raise BadRequest(f"{name} must be at most {MAX_TEXT} characters", parameter=name)
     if any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
-        raise BadRequest(f"{name} must not contain control characters")
+        raise BadRequest(f"{name} must not contain control characters", parameter=name)
     return value
 
 
 def parse_int(name: str, raw: str, low: int, high: int) -> int:
     text = raw.strip()
     if not _INTEGER.match(text):
-        raise BadRequest(f"{name} must be an integer from {low} to {high}, got {raw!r}")
+        raise BadRequest(
+            f"{name} must be an integer from {low} to {high}, got {raw!r}", parameter=name
+        )
     value = int(text)
     if not low <= value <= high:
-        raise BadRequest(f"{name} must be from {low} to {high}, got {value}")
+        raise BadRequest(f"{name} must be from {low} to {high}, got {value}", parameter=name)
     return value
 
 
@@ -215,22 +222,26 @@ def parse_time(name: str, raw: str) -> int:
     text = raw.strip()
     if len(text) < 19 or text[10] not in "Tt ":
         raise BadRequest(
-            f"{name} must be an RFC 3339 time such as 2024-05-01T12:00:00Z, got {raw!r}"
+            f"{name} must be an RFC 3339 time such as 2024-05-01T12:00:00Z, got {raw!r}",
+            parameter=name,
         )
     try:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
     except ValueError:
         raise BadRequest(
-            f"{name} must be an RFC 3339 time such as 2024-05-01T12:00:00Z, got {raw!r}"
+            f"{name} must be an RFC 3339 time such as 2024-05-01T12:00:00Z, got {raw!r}",
+            parameter=name,
         ) from None
     if moment.tzinfo is None:
-        raise BadRequest(f"{name} must give its time zone (Z or +hh:mm), got {raw!r}")
+        raise BadRequest(
+            f"{name} must give its time zone (Z or +hh:mm), got {raw!r}", parameter=name
+        )
     if not 1970 <= moment.year <= 9999 or moment.utcoffset() is None:
-        raise BadRequest(f"{name} is out of range: {raw!r}")
+        raise BadRequest(f"{name} is out of range: {raw!r}", parameter=name)
     try:
         return epoch_micros(moment)
     except OverflowError:
-        raise BadRequest(f"{name} is out of range: {raw!r}") from None
+        raise BadRequest(f"{name} is out of range: {raw!r}", parameter=name) from None
 
 
 def parse_filter(params: Params) -> tuple[FeedFilter, bool]:
@@ -238,7 +249,7 @@ def parse_filter(params: Params) -> tuple[FeedFilter, bool]:
     start = params.time("start")
     end = params.time("end")
     if start is not None and end is not None and start >= end:
-        raise BadRequest("start must be before end")
+        raise BadRequest("start must be before end", parameter="start")
     event_type = params.text("event_type")
     if event_type is not None and "**" in event_type:
         event_type = _collapse_stars(event_type)
@@ -283,10 +294,14 @@ def parse_list_params(query: Mapping[str, str], *, poll: bool = False) -> ListPa
     try:
         order = Order(order_text)
     except ValueError:
-        raise BadRequest(f"order must be asc or desc, got {order_text!r}") from None
+        raise BadRequest(
+            f"order must be asc or desc, got {order_text!r}", parameter="order"
+        ) from None
     cursor = params.text("cursor")
     if poll and cursor is None:
-        raise BadRequest("cursor is required: pass the next_cursor of a list, or now")
+        raise BadRequest(
+            "cursor is required: pass the next_cursor of a list, or now", parameter="cursor"
+        )
     return ListParams(
         filter=flt,
         filter_given=given,

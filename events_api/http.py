@@ -40,11 +40,13 @@ _NO_STORE = {"Cache-Control": "no-store"}
 _OPENAPI_TEXT = json.dumps(OPENAPI, separators=(",", ":"))
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, str] | None = None
+) -> web.Response:
     headers = dict(_NO_STORE)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="changefeed"'
-    body = json.dumps({"error": {"code": code, "message": message}})
+    body = json.dumps({"error": {"code": code, "message": message, **(details or {})}})
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
 
 
@@ -53,7 +55,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.details)
     except FeedIndexError:
         log.exception("the feed index failed on %s %s", request.method, request.path)
         return error_response(503, "unavailable", "the feed index is unavailable; retry later")

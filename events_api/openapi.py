@@ -448,6 +448,15 @@ OPENAPI: dict[str, Any] = {
                                 ],
                             },
                             "message": {"type": "string", "minLength": 1},
+                            "parameter": {
+                                "type": "string",
+                                "description": "the query or path parameter a 400 is about",
+                            },
+                            "horizon": {
+                                "type": "string",
+                                "format": "date-time",
+                                "description": "on a 410: events created before this are gone",
+                            },
                         },
                     }
                 },

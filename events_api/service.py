@@ -68,7 +68,15 @@ class FeedService:
             with self.index.reading() as reader:
                 return fn(reader)
 
-        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        except Gone as exc:  # a purged cursor position: say where the feed now begins
+            exc.details.setdefault("horizon", rfc3339_micros(self._horizon_us()))
+            raise
+
+    def _horizon_us(self) -> int:
+        """Events created before this instant are past retention."""
+        return int(self.clock() * 1_000_000) - self.retention_ms * 1000
 
     # -- the feed --------------------------------------------------------------------------
 
@@ -97,7 +105,10 @@ class FeedService:
         them; ``reconnect`` when ``timeout`` passes without any."""
         resolved, flt, order = self._resolve(scope, params)
         if order is not Order.ASC:
-            raise BadRequest("long polling follows ascending cursors; this one is descending")
+            raise BadRequest(
+                "long polling follows ascending cursors; this one is descending",
+                parameter="cursor",
+            )
         cursor: Cursor | None = None if resolved is NOW else resolved  # type: ignore[assignment]
         limit = params.limit
         loop = asyncio.get_running_loop()
@@ -139,25 +150,29 @@ class FeedService:
             return None, params.filter, params.order
         if params.cursor == NOW:
             if params.order is Order.DESC:
-                raise BadRequest("cursor=now reads forward from the tip; it takes order=asc")
+                raise BadRequest(
+                    "cursor=now reads forward from the tip; it takes order=asc", parameter="order"
+                )
             return NOW, params.filter, Order.ASC
         cursor = self.signer.decode(params.cursor, scope)
         if params.filter_given and params.filter != cursor.filter:
             raise BadRequest(
                 f"this cursor continues the filters {cursor.filter.describe()}; send the same "
-                "filters, or none, with it"
+                "filters, or none, with it",
+                parameter="cursor",
             )
         if params.order_given and params.order is not cursor.order:
-            raise BadRequest(f"this cursor pages in {cursor.order.value} order")
+            raise BadRequest(f"this cursor pages in {cursor.order.value} order", parameter="order")
         return cursor, cursor.filter, cursor.order
 
     def _check_horizon(self, flt: FeedFilter) -> None:
-        horizon_us = int(self.clock() * 1_000_000) - self.retention_ms * 1000
+        horizon_us = self._horizon_us()
         for name, value in (("start", flt.start_us), ("end", flt.end_us)):
             if value is not None and value < horizon_us - HORIZON_TOLERANCE_US:
                 raise Gone(
                     f"{name} is before {rfc3339_micros(horizon_us)}: events before then are "
-                    f"gone; the feed keeps {describe_duration(self.retention_ms)}"
+                    f"gone; the feed keeps {describe_duration(self.retention_ms)}",
+                    horizon=rfc3339_micros(horizon_us),
                 )
 
     def _token(self, cursor: Cursor | None, scope: Scope) -> str | None:
