@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +308,13 @@ def loadgen(
 
 # -- replay -------------------------------------------------------------------------------
 @cli.command()
-@click.option("--since", type=TimeParam(), required=True, help="RFC 3339 time, or -2h / -30m / -1d")
+@click.option(
+    "--since",
+    type=TimeParam(),
+    default=None,
+    show_default="required, except with --resume",
+    help="RFC 3339 time, or -2h / -30m / -1d",
+)
 @click.option(
     "--until",
     type=TimeParam(),
@@ -323,31 +329,89 @@ def loadgen(
     show_default="stdout, as JSON lines",
     help="write records unchanged to this (existing) topic",
 )
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="write files into this directory (part-00000.<ext>, ...), with a checkpoint",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "avro", "parquet"]),
+    default="jsonl",
+    help="file format with --output (parquet needs the parquet extra: pyarrow)",
+)
+@click.option(
+    "--max-file-mb",
+    type=click.FloatRange(min=0.001),
+    default=128.0,
+    help="roll to a new file once one reaches this size (MiB)",
+)
+@click.option(
+    "--avro-codec",
+    type=click.Choice(["deflate", "null"]),
+    default="deflate",
+    help="compression of Avro blocks",
+)
+@click.option("--resume", is_flag=True, help="continue the export in --output from its checkpoint")
 @click.option("--tenant", help="only this tenant's records")
 @click.option("--event-type", help="only this event type; globs like 'expense_*:*'")
 @_pass_globals
 def replay(
     g: _Globals,
-    since: datetime,
+    since: datetime | None,
     until: datetime | None,
     source: str,
     to_topic: str | None,
+    output: Path | None,
+    fmt: str,
+    max_file_mb: float,
+    avro_codec: str,
+    resume: bool,
     tenant: str | None,
     event_type: str | None,
 ) -> int:
-    """Copy a window of a topic's history to a topic or stdout.
+    """Copy a window of a topic's history to a topic, stdout or files.
 
     Reads each partition (read_committed) from the offset of --since up to the tip at start
-    (or --until); writes records unchanged to --to-topic, or decoded to stdout as JSON lines.
+    (or --until); writes records unchanged to --to-topic, decoded to stdout as JSON lines,
+    or with --output into files of --format (jsonl, avro container files, parquet), rolled
+    by size and resumable with --resume after an interrupt. Progress goes to stderr when it
+    is a terminal; a summary line ends every run.
     """
     from changefeed.replay import ReplayError, ReplayWindow
     from changefeed.replay import replay as run_replay
 
+    if to_topic and output:
+        raise click.UsageError("give --to-topic or --output, not both")
+    if output is None and (resume or fmt != "jsonl"):
+        raise click.UsageError("--format avro|parquet and --resume write files: add --output DIR")
+    if since is None and not resume:
+        raise click.UsageError("--since is required (except with --resume)")
+    settings = g.settings()
+    if resume:
+        since = since or datetime.fromtimestamp(0, UTC)  # the checkpoint's window is used
+    assert since is not None
     try:
         window = ReplayWindow(since=since, until=until, tenant=tenant, event_type=event_type)
     except ReplayError as exc:
         raise click.BadParameter(str(exc), param_hint="'--until'") from exc
-    settings = g.settings()
+    if output is not None:
+        from changefeed.export import export
+
+        export_report = export(
+            settings,
+            window,
+            source=settings.topic(source),
+            directory=output,
+            fmt=fmt,  # type: ignore[arg-type]
+            max_file_bytes=int(max_file_mb * 1024 * 1024),
+            resume=resume,
+            avro_codec=avro_codec,
+        )
+        click.echo(export_report.describe(), err=True)
+        return ExitCode.OK
     report = run_replay(
         settings,
         window,
@@ -428,6 +492,95 @@ def dlq_redrive(
         if all(r.sent or dry_run and not r.reason for r in results)
         else (ExitCode.FAILED)
     )
+
+
+# -- reprocess, retention, schemas -------------------------------------------------------
+@cli.command()
+@click.option(
+    "--since",
+    type=TimeParam(),
+    required=True,
+    help="write the changes of actions from this time on (RFC 3339, or -2h / -1d)",
+)
+@click.option(
+    "--until",
+    type=TimeParam(),
+    default=None,
+    show_default="the tip at start",
+    help="and before this time",
+)
+@click.option("--app-id", required=True, help="a new app id: names this run's consumer group")
+@click.option(
+    "--to-topic",
+    required=True,
+    metavar="TOPIC",
+    help="a fresh topic for the changes (created like changes when missing; must be empty)",
+)
+@_pass_globals
+def reprocess(
+    g: _Globals, since: datetime, until: datetime | None, app_id: str, to_topic: str
+) -> int:
+    """Derive the changes again from the retained actions, into a fresh topic.
+
+    Runs the processors' logic over the actions the broker still holds, with fresh state;
+    actions before --since only build state. Never writes to a live topic, never joins
+    the live consumer group, never touches the live tables.
+    """
+    from changefeed.reprocess import ReprocessError, ReprocessPlan
+    from changefeed.reprocess import reprocess as run_reprocess
+
+    settings = g.settings()
+    plan = ReprocessPlan(since=since, until=until, app_id=app_id, target_topic=to_topic)
+    try:
+        plan.check(settings)
+    except ReprocessError as exc:
+        raise click.UsageError(str(exc)) from exc
+    report = run_reprocess(settings, plan)
+    click.echo(report.describe(plan), err=True)
+    return ExitCode.OK
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON object a line instead of a table")
+@_pass_globals
+def retention(g: _Globals, as_json: bool) -> int:
+    """Per project topic: oldest and newest record held, and the retention setting.
+
+    How far back a replay, an export, a reprocess or a listing of the events API can
+    reach. Exits 4 when a project topic is missing.
+    """
+    from changefeed.retention import format_table, topic_extents
+
+    extents = topic_extents(g.settings())
+    if as_json:
+        for extent in extents:
+            click.echo(json.dumps(extent.as_json()))
+    else:
+        for line in format_table(extents):
+            click.echo(line)
+    return ExitCode.OK
+
+
+@cli.group()
+def schemas() -> None:
+    """The record schemas, for readers in other languages."""
+
+
+@schemas.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schemas_export(directory: Path) -> int:
+    """Write the Avro schemas (.avsc), JSON Schemas and fingerprints into DIRECTORY.
+
+    One standalone .avsc and one .schema.json per record a topic holds (ApiAction,
+    ChangeEvent, DeadLetter), every archived version the codec still reads, and
+    fingerprints.json mapping single-object fingerprints to schema files.
+    """
+    from schemas.codec import default_codec
+    from schemas.schema_export import export_schemas
+
+    for path in export_schemas(default_codec(), directory):
+        click.echo(str(path))
+    return ExitCode.OK
 
 
 # -- keys ---------------------------------------------------------------------------------

@@ -14,9 +14,8 @@ like the source keeps each subject's order.
 from __future__ import annotations
 
 import fnmatch
-import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -92,36 +91,24 @@ def replay(
     if (target_topic is None) == (out is None):
         raise ReplayError("give exactly one of a target topic or an output stream")
     began = time.monotonic()
-    bootstrap_timeout_ms = int(BOOTSTRAP_TIMEOUT_S * 1000)
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            group_id=None,
-            bootstrap_timeout_ms=bootstrap_timeout_ms,
-        )
-    except KafkaError as exc:
-        raise BrokerUnreachableError(
-            f"no Kafka broker answers at {settings.bootstrap}: {exc}"
-        ) from exc
+    consumer = open_consumer(settings)
     producer = None
     try:
-        partitions = _partitions(consumer, source)
+        partitions = topic_partitions(consumer, source)
         if target_topic is not None:
-            _partitions(consumer, target_topic)  # fails clearly when the target is missing
+            topic_partitions(consumer, target_topic)  # fails clearly when the target is missing
             producer = KafkaProducer(
                 bootstrap_servers=settings.bootstrap,
                 acks="all",
                 enable_idempotence=True,
-                bootstrap_timeout_ms=bootstrap_timeout_ms,
+                bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_S * 1000),
             )
         report = ReplayReport()
-        starts, ends = _bounds(consumer, partitions, window, settings, report)
+        starts, ends = window_bounds(consumer, partitions, window, settings, report)
         if producer is not None:
             sink = _topic_sink(producer, target_topic)  # type: ignore[arg-type]
         else:
-            sink = _jsonl_sink(out, _record_name(settings, source))  # type: ignore[arg-type]
+            sink = _jsonl_sink(out, record_name(settings, source))  # type: ignore[arg-type]
         _copy(consumer, starts, ends, window, sink, report)
         if producer is not None:
             producer.flush()
@@ -135,14 +122,32 @@ def replay(
     return report
 
 
-def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+def open_consumer(settings: Settings) -> KafkaConsumer:
+    """A group-less ``read_committed`` consumer (positions are the caller's to keep)."""
+    try:
+        return KafkaConsumer(
+            bootstrap_servers=settings.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+            bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_S * 1000),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+    except KafkaError as exc:
+        raise BrokerUnreachableError(
+            f"no Kafka broker answers at {settings.bootstrap}: {exc}"
+        ) from exc
+
+
+def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     found = consumer.partitions_for_topic(topic)
     if not found:
         raise ReplayTopicMissingError(f"topic {topic!r} does not exist")
     return [TopicPartition(topic, p) for p in sorted(found)]
 
 
-def _bounds(
+def window_bounds(
     consumer: KafkaConsumer,
     partitions: list[TopicPartition],
     window: ReplayWindow,
@@ -183,6 +188,23 @@ def _copy(
     sink: Sink,
     report: ReplayReport,
 ) -> None:
+    for record in read_window(consumer, starts, ends):
+        report.read += 1
+        if window.admits(record.key, record.headers):
+            sink(record)
+            report.written += 1
+            report.per_partition[record.partition] = (
+                report.per_partition.get(record.partition, 0) + 1
+            )
+
+
+def read_window(
+    consumer: KafkaConsumer,
+    starts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+) -> Iterator[Any]:
+    """Every committed record of each partition from ``starts`` (inclusive) to ``ends``
+    (exclusive), in offset order per partition; ends when every partition got there."""
     pending = [tp for tp in starts if starts[tp] < ends[tp]]
     if not pending:
         return
@@ -190,17 +212,12 @@ def _copy(
     for tp in pending:
         consumer.seek(tp, starts[tp])
     while pending:
-        for tp, records in consumer.poll(timeout_ms=500, max_records=2000).items():
+        for tp, records in consumer.poll(timeout_ms=500, max_records=5000).items():
+            end = ends[tp]
             for record in records:
-                if record.offset >= ends[tp]:
+                if record.offset >= end:
                     break
-                report.read += 1
-                if window.admits(record.key, record.headers):
-                    sink(record)
-                    report.written += 1
-                    report.per_partition[tp.partition] = (
-                        report.per_partition.get(tp.partition, 0) + 1
-                    )
+                yield record
         # read_committed positions skip transaction markers, so compare positions, not offsets
         done = [tp for tp in pending if consumer.position(tp) >= ends[tp]]
         if done:
@@ -215,44 +232,25 @@ def _topic_sink(producer: KafkaProducer, topic: str) -> Sink:
     return write
 
 
-def _jsonl_sink(out: IO[str], record_name: str | None) -> Sink:
+def _jsonl_sink(out: IO[str], name: str | None) -> Sink:
+    from changefeed.export_formats import json_row
     from schemas.codec import default_codec
-    from schemas.errors import SchemaError
 
     codec = default_codec()
 
     def write(record: Any) -> None:
-        body: object
-        if record_name is None or record.value is None:
-            body = {"raw": None if record.value is None else record.value.hex()}
-        else:
-            try:
-                body = codec.decode(record.value, record_name)
-            except SchemaError as exc:
-                # A record that is not what the topic should hold is written as it is, with
-                # why: it never stops the replay, and nothing is silently dropped.
-                body = {"raw": record.value.hex(), "undecodable": str(exc)}
-        line = {"partition": record.partition, "offset": record.offset, "value": body}
-        out.write(json.dumps(line, default=_json_default) + "\n")
+        out.write(json_row(record, codec, name) + "\n")
 
     return write
 
 
-def _record_name(settings: Settings, topic: str) -> str | None:
+def record_name(settings: Settings, topic: str) -> str | None:
     """The Avro record a project topic holds; None for a topic of someone else's."""
     return {
         settings.topic("actions"): "changefeed.ApiAction",
         settings.topic("changes"): "changefeed.ChangeEvent",
         settings.topic("actions.dlq"): "changefeed.DeadLetter",
     }.get(topic)
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def parse_time(text: str) -> datetime:
