@@ -312,7 +312,7 @@ def loadgen(
     "--since",
     type=TimeParam(),
     default=None,
-    show_default="required, except with --resume",
+    show_default="needed unless --resume",
     help="RFC 3339 time, or -2h / -30m / -1d",
 )
 @click.option(
@@ -322,7 +322,7 @@ def loadgen(
     show_default="the tip at start",
     help="RFC 3339 time, or -1h",
 )
-@click.option("--source", default="changes", help="project topic to read (unprefixed)")
+@click.option("--source", default="changes", help="topic (unprefixed)")
 @click.option(
     "--to-topic",
     metavar="TOPIC",
@@ -340,7 +340,8 @@ def loadgen(
     "fmt",
     type=click.Choice(["jsonl", "avro", "parquet"]),
     default="jsonl",
-    help="file format with --output (parquet needs the parquet extra: pyarrow)",
+    metavar="FORMAT",
+    help="jsonl, avro or parquet (the parquet extra), with --output",
 )
 @click.option(
     "--max-file-mb",

@@ -62,7 +62,8 @@ class RecordLike(Protocol):
 class FileWriter(Protocol):
     """Writes rows of one file; ``bytes_written`` counts what reached the file so far."""
 
-    bytes_written: int
+    @property
+    def bytes_written(self) -> int: ...
 
     def write(self, record: RecordLike) -> None: ...
 
@@ -182,7 +183,7 @@ class AvroContainerWriter:
             header += _avro_bytes(key.encode()) + _avro_bytes(value)
         header += zigzag_varint(0) + self._sync
         self._out.write(header)
-        self.bytes_written = len(header)
+        self._flushed = len(header)
 
     def write(self, record: RecordLike) -> None:
         value = record.value
@@ -198,6 +199,11 @@ class AvroContainerWriter:
         if self._block_bytes >= AVRO_BLOCK_BYTES:
             self._flush_block()
 
+    @property
+    def bytes_written(self) -> int:
+        """Bytes in the file, counting the open block at its uncompressed size."""
+        return self._flushed + self._block_bytes
+
     def _flush_block(self) -> None:
         if not self._block:
             return
@@ -207,7 +213,7 @@ class AvroContainerWriter:
             data = packer.compress(data) + packer.flush()
         block = zigzag_varint(len(self._block)) + zigzag_varint(len(data)) + data + self._sync
         self._out.write(block)
-        self.bytes_written += len(block)
+        self._flushed += len(block)
         self._block = []
         self._block_bytes = 0
 
