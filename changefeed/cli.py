@@ -351,8 +351,8 @@ def loadgen(
 )
 @click.option(
     "--avro-codec",
-    type=click.Choice(["deflate", "null"]),
-    default="deflate",
+    type=click.Choice(["snappy", "deflate", "null"]),
+    default="snappy",
     help="compression of Avro blocks",
 )
 @click.option("--resume", is_flag=True, help="continue the export in --output from its checkpoint")

@@ -40,7 +40,7 @@ from changefeed.replay import (
     ReplayReport,
     ReplayWindow,
     open_consumer,
-    read_window,
+    read_batches,
     record_name,
     topic_partitions,
     window_bounds,
@@ -129,7 +129,7 @@ def export(
     fmt: Format,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     resume: bool = False,
-    avro_codec: str = "deflate",
+    avro_codec: str = "snappy",
     progress_stream: IO[str] | None = None,
     stop_after: int | None = None,
 ) -> ExportReport:
@@ -176,16 +176,20 @@ def export(
         progress = Progress(total, progress_stream)
         try:
             written_now = 0
-            for record in read_window(consumer, starts_tp, ends_tp):
-                checkpoint.next[str(record.partition)] = record.offset + 1
-                checkpoint.read += 1
-                if stored_window.admits(record.key, record.headers):
-                    run.write(record)
-                    written_now += 1
-                    if stop_after is not None and written_now >= stop_after:
-                        raise KeyboardInterrupt
-                if checkpoint.read % 1000 == 0:
-                    progress.advance(checkpoint.read, run.bytes_total())
+            admits = stored_window.admits
+            unfiltered = stored_window.tenant is None and stored_window.event_type is None
+            positions = checkpoint.next
+            for batch in read_batches(settings, starts_tp, ends_tp):
+                partition = str(batch[0].partition)
+                for record in batch:
+                    positions[partition] = record.offset + 1  # saved when a file closes
+                    checkpoint.read += 1
+                    if unfiltered or admits(record.key, record.headers):
+                        run.write(record)
+                        written_now += 1
+                        if written_now == stop_after:
+                            raise KeyboardInterrupt
+                progress.advance(checkpoint.read, run.bytes_total())
         except KeyboardInterrupt:
             run.close_file()  # a clean stop: every record read so far is in a finished file
             progress.finish()

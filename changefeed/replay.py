@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -109,7 +109,7 @@ def replay(
             sink = _topic_sink(producer, target_topic)  # type: ignore[arg-type]
         else:
             sink = _jsonl_sink(out, record_name(settings, source))  # type: ignore[arg-type]
-        _copy(consumer, starts, ends, window, sink, report)
+        _copy(settings, starts, ends, window, sink, report)
         if producer is not None:
             producer.flush()
     except KafkaError as exc:
@@ -181,14 +181,14 @@ def _offsets_at(
 
 
 def _copy(
-    consumer: KafkaConsumer,
+    settings: Settings,
     starts: dict[TopicPartition, int],
     ends: dict[TopicPartition, int],
     window: ReplayWindow,
     sink: Sink,
     report: ReplayReport,
 ) -> None:
-    for record in read_window(consumer, starts, ends):
+    for record in read_window(settings, starts, ends):
         report.read += 1
         if window.admits(record.key, record.headers):
             sink(record)
@@ -198,31 +198,100 @@ def _copy(
             )
 
 
+FETCH_RECORDS = 10_000
+FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+FETCH_BYTES = 32 * 1024 * 1024
+
+
 def read_window(
-    consumer: KafkaConsumer,
+    settings: Settings,
     starts: dict[TopicPartition, int],
     ends: dict[TopicPartition, int],
 ) -> Iterator[Any]:
     """Every committed record of each partition from ``starts`` (inclusive) to ``ends``
     (exclusive), in offset order per partition; ends when every partition got there."""
-    pending = [tp for tp in starts if starts[tp] < ends[tp]]
+    for batch in read_batches(settings, starts, ends):
+        yield from batch
+
+
+def read_batches(
+    settings: Settings,
+    starts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+) -> Iterator[list[Any]]:
+    """:func:`read_window` as lists of records of one partition each, for callers that do
+    per-partition bookkeeping once per list rather than once per record.
+
+    Records are fetched with aiokafka (``read_committed``, no group), whose record parsing
+    is compiled: kafka-python's pure-Python parsing tops out near 35,000 records/s on one
+    core, a fraction of what exports and reprocessing need. The consumer runs on a private
+    event loop, so callers stay synchronous (not for use inside a running event loop).
+    """
+    pending = {tp for tp in starts if starts[tp] < ends[tp]}
     if not pending:
         return
-    consumer.assign(pending)
-    for tp in pending:
-        consumer.seek(tp, starts[tp])
-    while pending:
-        for tp, records in consumer.poll(timeout_ms=500, max_records=5000).items():
-            end = ends[tp]
-            for record in records:
-                if record.offset >= end:
-                    break
-                yield record
-        # read_committed positions skip transaction markers, so compare positions, not offsets
-        done = [tp for tp in pending if consumer.position(tp) >= ends[tp]]
-        if done:
-            pending = [tp for tp in pending if tp not in done]
-            consumer.pause(*done)
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    batches = _fetch_batches(settings, pending, starts, ends)
+    try:
+        while True:
+            try:
+                batch = loop.run_until_complete(anext(batches))
+            except StopAsyncIteration:
+                return
+            yield batch
+    finally:
+        loop.run_until_complete(batches.aclose())
+        loop.close()
+
+
+async def _fetch_batches(
+    settings: Settings,
+    pending: set[TopicPartition],
+    starts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+) -> AsyncIterator[list[Any]]:
+    """Lists of records of one partition, in offset order, cut at the partition's end."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as AioPartition
+    from aiokafka.errors import KafkaError as AioKafkaError
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+        fetch_max_bytes=FETCH_BYTES,
+    )
+    ours = {AioPartition(tp.topic, tp.partition): tp for tp in pending}
+    try:
+        try:
+            await consumer.start()
+        except AioKafkaError as exc:
+            raise BrokerUnreachableError(
+                f"no Kafka broker answers at {settings.bootstrap}: {exc}"
+            ) from exc
+        consumer.assign(list(ours))
+        for aio_tp, tp in ours.items():
+            consumer.seek(aio_tp, starts[tp])
+        waiting = set(ours)
+        while waiting:
+            fetched = await consumer.getmany(*waiting, timeout_ms=500, max_records=FETCH_RECORDS)
+            for aio_tp, records in fetched.items():
+                end = ends[ours[aio_tp]]
+                if records and records[-1].offset >= end:
+                    records = [r for r in records if r.offset < end]
+                if records:
+                    yield records
+            # read_committed positions skip transaction markers: compare positions
+            for aio_tp in list(waiting):
+                if await consumer.position(aio_tp) >= ends[ours[aio_tp]]:
+                    waiting.discard(aio_tp)
+                    consumer.pause(aio_tp)
+    finally:
+        await consumer.stop()
 
 
 def _topic_sink(producer: KafkaProducer, topic: str) -> Sink:

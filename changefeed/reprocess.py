@@ -184,7 +184,7 @@ def _run(
     states: dict[int, PartitionState] = {}
     report = ReprocessReport()
     progress = Progress(sum(ends[tp] - starts[tp] for tp in starts), progress_stream)
-    for record in read_window(consumer, starts, ends):
+    for record in read_window(settings, starts, ends):
         raw = RawRecord(
             topic=record.topic,
             partition=record.partition,
