@@ -34,7 +34,13 @@ from kafka.errors import KafkaError
 
 from changefeed.config import Settings
 from changefeed.errors import ChangefeedError
-from changefeed.export_formats import EXTENSIONS, FileWriter, Format, open_writer
+from changefeed.export_formats import (
+    EXTENSIONS,
+    FileWriter,
+    Format,
+    UndecodableRecord,
+    open_writer,
+)
 from changefeed.progress import Progress, human_bytes
 from changefeed.replay import (
     ReplayReport,
@@ -68,6 +74,7 @@ class Checkpoint:
     read: int = 0
     written: int = 0
     bytes: int = 0
+    skipped: int = 0  # records that do not decode as the topic's schema (Avro, Parquet)
     complete: bool = False
     version: int = CHECKPOINT_VERSION
 
@@ -106,17 +113,21 @@ class ExportReport:
     bytes: int
     seconds: float
     resumed: bool = False
+    skipped: int = 0
     earliest_available: datetime | None = None
 
     def describe(self) -> str:
         rate = self.written / self.seconds if self.seconds > 0 else 0.0
+        skipped = ""
+        if self.skipped:
+            skipped = f"; {self.skipped:,} undecodable record(s) skipped"
         gone = ""
         if self.earliest_available is not None:
             gone = f"; history before {self.earliest_available.isoformat()} is gone (retention)"
         return (
             f"exported {self.written:,} of {self.read:,} records read to {len(self.files)} "
             f"file(s) in {self.directory} ({human_bytes(self.bytes)}) in {self.seconds:.1f}s, "
-            f"{rate:,.0f} records/s{' (resumed)' if self.resumed else ''}{gone}"
+            f"{rate:,.0f} records/s{' (resumed)' if self.resumed else ''}{skipped}{gone}"
         )
 
 
@@ -185,7 +196,11 @@ def export(
                     positions[partition] = record.offset + 1  # saved when a file closes
                     checkpoint.read += 1
                     if unfiltered or admits(record.key, record.headers):
-                        run.write(record)
+                        try:
+                            run.write(record)
+                        except UndecodableRecord:
+                            checkpoint.skipped += 1  # never stops an export; counted
+                            continue
                         written_now += 1
                         if written_now == stop_after:
                             raise KeyboardInterrupt
@@ -310,4 +325,5 @@ def _report(
         bytes=checkpoint.bytes,
         seconds=seconds,
         resumed=resumed,
+        skipped=checkpoint.skipped,
     )

@@ -55,6 +55,11 @@ class ExportFormatError(ChangefeedError):
     """A format cannot be written (unknown, or its optional library is not installed)."""
 
 
+class UndecodableRecord(ExportFormatError):
+    """A record that does not decode as the topic's schema: skipped and counted by Avro and
+    Parquet exports (JSON lines keep it as raw bytes with the reason)."""
+
+
 class RecordLike(Protocol):
     partition: int
     offset: int
@@ -70,6 +75,17 @@ class FileWriter(Protocol):
     def write(self, record: RecordLike) -> None: ...
 
     def close(self) -> None: ...
+
+
+def _decoded(codec: Codec, record: RecordLike, name: str) -> dict[str, Any]:
+    if record.value is None:
+        raise UndecodableRecord(f"offset {record.offset} of partition {record.partition} is empty")
+    try:
+        return codec.decode(record.value, name)
+    except SchemaError as exc:
+        raise UndecodableRecord(
+            f"offset {record.offset} of partition {record.partition}: {exc}"
+        ) from exc
 
 
 def json_default(value: object) -> str:
@@ -192,11 +208,11 @@ class AvroContainerWriter:
 
     def write(self, record: RecordLike) -> None:
         value = record.value
-        if value[:SINGLE_OBJECT_HEADER_SIZE] == self._header:
+        if value is not None and value[:SINGLE_OBJECT_HEADER_SIZE] == self._header:
             body = value[SINGLE_OBJECT_HEADER_SIZE:]
         else:  # an older writer schema or Confluent framing: resolve, then re-encode
             buffer = io.BytesIO()
-            schemaless_writer(buffer, self._value_schema, self._codec.decode(value, self._name))
+            schemaless_writer(buffer, self._value_schema, _decoded(self._codec, record, self._name))
             body = buffer.getvalue()
         row = _PARTITION_VARINTS[record.partition] + zigzag_varint(record.offset) + body
         self._block.append(row)
@@ -318,7 +334,7 @@ class ParquetWriter:
         self.bytes_written = 0
 
     def write(self, record: RecordLike) -> None:
-        value = self._codec.decode(record.value, self._name)
+        value = _decoded(self._codec, record, self._name)
         row = {"partition": record.partition, "offset": record.offset, "value": value}
         self._rows.append(_arrow_value(self._avro, row))
         if len(self._rows) >= PARQUET_ROW_GROUP:

@@ -20,6 +20,7 @@ from changefeed.topics import ensure_topics
 from events_api.access.key_topic import KeyStore
 from events_api.access.keys import Role, new_key
 from processors.identity import change_id
+from schemas.action_contract import subject_key
 from schemas.codec import default_codec
 
 T0_US = 1_700_000_000_000_000
@@ -86,7 +87,9 @@ def publish_actions(settings: Settings, actions: list[dict[str, Any]]) -> list[s
     codec = default_codec()
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
     for record in actions:
-        key = f"{record['tenant_id']}/{record['subject_type']}/{record['subject_id']}".encode()
+        key = subject_key(
+            record["tenant_id"], record["subject_type"], record["subject_id"]
+        ).encode()
         value = codec.encode("changefeed.ApiAction", record)
         producer.send(settings.topic("actions"), key=key, value=value)
     producer.flush()

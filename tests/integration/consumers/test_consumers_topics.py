@@ -115,9 +115,8 @@ def test_deserializers_read_what_the_processors_wrote(deployment: Deployment) ->
     dlq = ChangeDeserializer("actions.dlq")
     letters = [dlq(r.value) for r in read_topic(settings, settings.topic("actions.dlq"))]
     assert len(letters) == 1 and letters[0]["topic"] == settings.topic("actions")
-    assert (
-        letters[0]["reason_code"] == "unknown_schema" and letters[0]["value"] == deployment.garbage
-    )
+    assert letters[0]["reason_code"] == "unknown_schema"
+    assert letters[0]["sealed"] and deployment.garbage not in (letters[0]["value"] or b"")
 
 
 def readme_block(marker: str) -> str:
@@ -378,3 +377,18 @@ def test_retention_reports_how_far_each_topic_reaches(
         "cleanup",
     ]
     assert any(line.startswith(settings.topic("actions")) and "7d" in line for line in lines)
+
+
+def test_an_undecodable_record_is_skipped_and_counted(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """``actions`` holds one record that is no action: Avro skips it, JSON lines keep it raw."""
+    settings = deployment.settings
+    window = ReplayWindow(since=EPOCH)
+    common = {"source": settings.topic("actions")}
+    avro = export(settings, window, directory=tmp_path / "a", fmt="avro", **common)
+    jsonl = export(settings, window, directory=tmp_path / "j", fmt="jsonl", **common)
+    assert avro.skipped == 1 and avro.written == jsonl.written - 1
+    assert "1 undecodable record(s) skipped" in avro.describe()
+    raw = [r for r in rows_of(tmp_path / "j", "jsonl") if "undecodable" in r["value"]]
+    assert [bytes.fromhex(r["value"]["raw"]) for r in raw] == [deployment.garbage]
