@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,10 +50,16 @@ const mark = performance.getEntriesByName('explorer:first-page')[0];
 if (!mark) return null;
 const api = performance.getEntriesByType('resource')
   .filter((e) => e.name.includes('/v1/events?'))[0];
+const nav = performance.getEntriesByType('navigation')[0];
 return {
   mark: mark.startTime,
   rows: document.querySelectorAll('#feed-table tbody tr').length,
   api: api ? api.duration : null,
+  html: nav ? nav.responseEnd : null,
+  dom: nav ? nav.domContentLoadedEventStart : null,
+  asked: api ? api.startTime : null,
+  answered: api ? api.responseEnd : null,
+  rows_in: (performance.getEntriesByName('explorer:first-rows')[0] || {}).startTime,
 };
 """
 
@@ -102,7 +109,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(args: argparse.Namespace, base_url: str, keys: dict[str, str], user_key: str) -> None:
-    driver = start_chromium(Path(tempfile.mkdtemp(prefix="bench-explorer-chromium-")))
+    profile = Path(tempfile.mkdtemp(prefix="bench-explorer-chromium-"))
+    driver = start_chromium(profile)
     page_url = f"{base_url}/explorer"
     tenants = sorted(keys)
     scenarios = [
@@ -123,11 +131,12 @@ def measure(args: argparse.Namespace, base_url: str, keys: dict[str, str], user_
             f" {'p95 / target':>13}"
         )
         for name, scenario_keys, fragment in scenarios:
-            marks, apis, rows = [], [], []
+            marks, apis, rows, samples = [], [], [], []
             for i in range(args.samples):
                 found = first_page(
                     driver, page_url, scenario_keys[i % len(scenario_keys)], fragment
                 )
+                samples.append(found)
                 marks.append(found["mark"])
                 rows.append(int(found["rows"]))
                 if found["api"] is not None:
@@ -142,11 +151,24 @@ def measure(args: argparse.Namespace, base_url: str, keys: dict[str, str], user_
                 f"{name:<50} p50 {percentile(marks, 0.5):6.1f} p95 {p95:6.1f} max {max(marks):6.1f}"
                 f" {api_text:>18} {p95 / TARGET_MS:12.2f}x"
             )
+            phases = []
+            for label, name_in in (
+                ("page received", "html"),
+                ("DOM ready", "dom"),
+                ("/v1/events asked", "asked"),
+                ("answered", "answered"),
+                ("rows in the document", "rows_in"),
+            ):
+                values = [f[name_in] for f in samples if f.get(name_in) is not None]
+                if values:
+                    phases.append(f"{label} {percentile(values, 0.5):.0f}")
+            print(f"{'':<50} p50 phases (ms from opening): {', '.join(phases)}")
             if min(rows) < 100:
                 print(f"{'':<50} (pages drew {min(rows)}..{max(rows)} rows: fewer matched)")
         print(f"target: p95 <= {TARGET_MS:.0f} ms from opening the page to the first 100 drawn")
     finally:
         driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 async def wait_indexed(

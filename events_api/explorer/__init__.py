@@ -10,8 +10,9 @@ key as ``X-Api-Key`` and keeps it in ``sessionStorage`` (the tab), never in a UR
 or a log; it renders every string of an event as text. Every answer carries a strict
 Content-Security-Policy (:data:`CSP`: scripts, styles and requests from this origin only, no
 inline script or style, no framing, no form posts), ``X-Content-Type-Options: nosniff`` and
-``Referrer-Policy: no-referrer``; the files are revalidated by ETag (``no-cache``), so a new
-version of the package is picked up at the next load.
+``Referrer-Policy: no-referrer``. The page is revalidated by ETag at every load; it names its
+script and style with their digest, which may then be cached for good: a new version of the
+package is picked up at the next load.
 """
 
 from __future__ import annotations
@@ -62,19 +63,35 @@ class PageFile:
 
 
 def load_files() -> dict[str, PageFile]:
-    """The page's files as shipped in the package (read once, at mount)."""
+    """The page's files as shipped in the package (read once, at mount). The page names
+    its script and style with their version (``app.js?v=<digest>``), so a browser keeps
+    them without asking again until the package changes them."""
     folder = resources.files(__name__)
     files = {}
     for name, content_type in _FILES.items():
         body = folder.joinpath(name).read_bytes()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        files[name] = PageFile(body, content_type, etag)
+        files[name] = PageFile(body, content_type, _digest(body))
+    page = files["index.html"].body.decode()
+    for name in ("app.js", "style.css"):
+        page = page.replace(
+            f'"{PAGE_PATH}/{name}"', f'"{PAGE_PATH}/{name}?v={files[name].etag.strip(chr(34))}"'
+        )
+    body = page.encode()
+    files["index.html"] = PageFile(body, "text/html", _digest(body))
     return files
 
 
+def _digest(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
 def respond(request: web.Request, page_file: PageFile) -> web.Response:
-    """``page_file`` with the security headers, or 304 when the client's copy is current."""
-    headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache", "ETag": page_file.etag}
+    """``page_file`` with the security headers, or 304 when the client's copy is current.
+    A request naming the file's current version may keep it for a year; anything else
+    (the page itself) is revalidated at every load."""
+    versioned = request.query.get("v") == page_file.etag.strip('"')
+    cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
+    headers = {**SECURITY_HEADERS, "Cache-Control": cache, "ETag": page_file.etag}
     if page_file.etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     return web.Response(

@@ -470,6 +470,7 @@
     const rows = document.createDocumentFragment();
     for (const event of page.events) rows.append(eventRow(event));
     $("feed-table").tBodies[0].replaceChildren(rows);
+    if (!feed.firstMarked) performance.mark("explorer:first-rows");
     feed.next = page.next_cursor;
     feed.hasMore = page.has_more;
     const older = page.has_more

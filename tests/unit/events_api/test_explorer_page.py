@@ -65,6 +65,23 @@ async def test_the_page_files_with_their_security_headers(
     assert "Set-Cookie" not in headers
 
 
+async def test_the_page_names_its_script_and_style_by_version(api: ApiUnderTest) -> None:
+    """Cached for good under their digest; a changed file gets another name."""
+    page = await (await api.client.get("/explorer")).text()
+    for name in ("app.js", "style.css"):
+        match = re.search(rf'"(/explorer/{re.escape(name)}\?v=([0-9a-f]{{32}}))"', page)
+        assert match, name
+        versioned = await api.client.get(match.group(1))
+        assert versioned.status == 200
+        assert versioned.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert versioned.headers["ETag"] == f'"{match.group(2)}"'
+        assert await versioned.read() == resources.files("events_api.explorer").joinpath(
+            name
+        ).read_bytes()
+        stale = await api.client.get(f"/explorer/{name}?v=0123")
+        assert stale.headers["Cache-Control"] == "no-cache"
+
+
 async def test_a_current_copy_is_revalidated_with_304(api: ApiUnderTest) -> None:
     first = await api.client.get("/explorer/app.js")
     etag = first.headers["ETag"]
