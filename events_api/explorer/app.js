@@ -834,7 +834,7 @@
       return;
     }
     fill($("subject-badges"),
-      state.deleted ? badge("deleted", "deleted") : badge("live", "action"),
+      state.deleted ? badge("deleted", "deleted") : badge("exists", "action"),
       state.version !== null ? badge("version " + state.version, "crit") : null);
     box.append(el("dl", { className: "meta" },
       el("dt", { text: "Changed at" }), el("dd", null, state.changed_at ? timeNode(state.changed_at) : "—"),
@@ -915,9 +915,12 @@
       if (event.target.checked) startTail();
       else stopTail();
     });
-    if (window.matchMedia("(max-width: 640px)").matches && !location.hash.includes("?")) {
-      $("filters-box").open = false; // on a phone the events come first
-    }
+    // on a phone the events come first: the filters start folded
+    const phone = window.matchMedia("(max-width: 640px)");
+    if (phone.matches && !location.hash.includes("?")) $("filters-box").open = false;
+    phone.addEventListener("change", (event) => {
+      if (event.matches) $("filters-box").open = false;
+    });
     openRowOnClick($("feed-table").tBodies[0]);
     openRowOnClick($("request-table").tBodies[0]);
     window.addEventListener("hashchange", () => {
