@@ -75,9 +75,10 @@ async def test_the_page_names_its_script_and_style_by_version(api: ApiUnderTest)
         assert versioned.status == 200
         assert versioned.headers["Cache-Control"] == "public, max-age=31536000, immutable"
         assert versioned.headers["ETag"] == f'"{match.group(2)}"'
-        assert await versioned.read() == resources.files("events_api.explorer").joinpath(
-            name
-        ).read_bytes()
+        assert (
+            await versioned.read()
+            == resources.files("events_api.explorer").joinpath(name).read_bytes()
+        )
         stale = await api.client.get(f"/explorer/{name}?v=0123")
         assert stale.headers["Cache-Control"] == "no-cache"
 
