@@ -919,7 +919,7 @@
     const phone = window.matchMedia("(max-width: 640px)");
     if (phone.matches && !location.hash.includes("?")) $("filters-box").open = false;
     phone.addEventListener("change", (event) => {
-      if (event.matches) $("filters-box").open = false;
+      $("filters-box").open = !event.matches;
     });
     openRowOnClick($("feed-table").tBodies[0]);
     openRowOnClick($("request-table").tBodies[0]);

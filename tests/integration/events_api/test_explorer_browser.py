@@ -31,6 +31,7 @@ from worker_process import WorkerProcess
 from changefeed.config import BrokerSettings, Settings
 from changefeed.topics import ensure_topics
 from events_api.access.keys import Role
+from schemas.action_contract import subject_key
 from schemas.codec import default_codec
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ def publish(settings: Settings, actions: list[dict[str, Any]]) -> None:
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
     try:
         for record in actions:
-            key = f"{record['tenant_id']}/{record['subject_type']}/{record['subject_id']}"
+            key = subject_key(record["tenant_id"], record["subject_type"], record["subject_id"])
             producer.send(
                 settings.topic("actions"),
                 key=key.encode(),
