@@ -10,7 +10,8 @@ server), so its middlewares apply to the events API only:
   puts the key's :class:`~events_api.scope.Scope` on the request. Nothing else a
   request carries can change the scope.
 
-``GET /openapi.json`` (:data:`events_api.openapi.OPENAPI`) needs no key.
+``GET /openapi.json`` (:data:`events_api.openapi.OPENAPI`) needs no key, nor does the
+explorer page (:mod:`events_api.explorer`, ``GET /explorer``), which asks for one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiohttp import web
 from events_api.access.keyring import KeyRing
 from events_api.access.keys import ApiKeyRecord
 from events_api.errors import ApiError, BadRequest, FeedIndexError, Unauthorized
+from events_api.explorer import mount_explorer
 from events_api.filters import MAX_LIMIT, Params, check_text, parse_list_params
 from events_api.openapi import OPENAPI
 from events_api.scope import Scope
@@ -181,6 +183,21 @@ async def latest_per_subject(request: web.Request) -> web.Response:
     return _json(await feed.latest_per_subject(scope_of(request), subject_type, page, limit))
 
 
+async def whoami(request: web.Request) -> web.Response:
+    """``GET /v1/me``: who the presented key is (what the explorer shows after sign-in)."""
+    Params(request.query, ())
+    record: ApiKeyRecord = request[_KEY_RECORD]
+    body = {
+        "key_id": record.key_id,
+        "key_name": record.name,
+        "tenant_id": record.tenant_id,
+        "role": record.role.value,
+        "user_id": record.scope.user_id,
+        "retention_ms": request.app[FEED].retention_ms,
+    }
+    return _json(json.dumps(body, ensure_ascii=False))
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(text=_OPENAPI_TEXT, content_type="application/json")
 
@@ -197,10 +214,15 @@ def build_events_app(feed: FeedService, keys: KeyRing) -> web.Application:
     app.router.add_get("/subjects/latest", latest_per_subject)
     app.router.add_get("/subjects/{subject_type}/{subject_id}", subject)
     app.router.add_get("/subjects/{subject_type}/{subject_id}/history", subject_history)
+    app.router.add_get("/me", whoami)
     return app
 
 
-def mount(root: web.Application, events_app: web.Application) -> None:
-    """Serve the events API under ``/v1`` and its OpenAPI document on ``root``."""
+def mount(
+    root: web.Application, events_app: web.Application, *, redirect_root: bool = False
+) -> None:
+    """Serve the events API under ``/v1``, its OpenAPI document and the explorer page on
+    ``root`` (with ``redirect_root``, ``GET /`` leads to the page)."""
     root.add_subapp("/v1", events_app)
     root.router.add_get("/openapi.json", openapi)
+    mount_explorer(root, redirect_root=redirect_root)

@@ -587,3 +587,39 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+# -- who the key is (the explorer's sign-in) -----------------------------------------------
+
+OPENAPI["paths"]["/v1/me"] = {
+    "get": {
+        "operationId": "getMe",
+        "summary": "Who the presented API key is: tenant, role, user",
+        "description": "What a client (the explorer page) shows after sign-in. Never the key "
+        "nor its digest.",
+        "parameters": [],
+        "responses": {
+            **_ok("Me", "The key's tenant and role."),
+            **_errors(400, 401, 503),
+        },
+    }
+}
+OPENAPI["components"]["schemas"]["Me"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["key_id", "key_name", "tenant_id", "role", "user_id", "retention_ms"],
+    "properties": {
+        "key_id": {"type": "string", "description": "The key's public id (16 hex digits)."},
+        "key_name": {"type": "string", "description": "The name given at creation."},
+        "tenant_id": {"type": "string"},
+        "role": {"type": "string", "enum": ["admin", "user"]},
+        "user_id": {
+            "type": ["string", "null"],
+            "description": "The user a user key is bound to; null for admin keys.",
+        },
+        "retention_ms": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "How long the feed keeps events.",
+        },
+    },
+}

@@ -104,7 +104,7 @@ async def serve(
     the runner (``await runner.cleanup()`` stops everything) and the port."""
     api = EventsApi(settings)
     root = web.Application()
-    mount(root, api.web_app())
+    mount(root, api.web_app(), redirect_root=True)
     runner = web.AppRunner(root, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -1,9 +1,10 @@
 """The events API inside a processors worker: mounted on Faust's web server.
 
 :func:`register_events_api` (added to the processors' app by ``changefeed worker``) serves the API
-(:mod:`events_api.http`) under ``/v1`` and ``GET /openapi.json`` on the worker's web
-port, next to ``/healthz`` and ``/metrics``; the feed index, its indexer and the key ring
-start and stop with that web server.
+(:mod:`events_api.http`) under ``/v1``, ``GET /openapi.json`` and the explorer page
+(``GET /explorer``, :mod:`events_api.explorer`) on the worker's web port, next to ``/healthz``
+and ``/metrics`` (``/`` stays Faust's); the feed index, its indexer and the key ring start and
+stop with that web server.
 
 Lists, fetches and long polls are answered from this worker's own index of every ``changes``
 partition, so any worker gives the same answer. A subject's current state lives in the
