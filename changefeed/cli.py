@@ -238,16 +238,17 @@ def topics_describe(g: _Globals) -> int:
 )
 @_pass_globals
 def worker(g: _Globals, loglevel: str) -> int:
-    """Run the processors worker; it also serves the events API."""
+    """Run the processors worker; it also serves the events API and delivers webhooks."""
     from events_api.views import register_events_api
     from processors.worker import run_worker
+    from webhooks.runtime import Webhooks
 
     settings = g.settings()
-    return run_worker(
-        settings,
-        loglevel=loglevel.lower(),
-        extend=lambda app: register_events_api(app, settings),
-    )
+
+    def extend(app: Any) -> None:
+        register_events_api(app, settings, extend_api=Webhooks(settings).install)
+
+    return run_worker(settings, loglevel=loglevel.lower(), extend=extend)
 
 
 @cli.command("demo-api")
@@ -647,6 +648,36 @@ def keys_revoke(g: _Globals, key_id: str) -> int:
     record = KeyStore(g.settings()).revoke(key_id)
     click.echo(f"key {record.key_id} revoked at {record.revoked_at}")
     return ExitCode.OK
+
+
+# -- webhooks -----------------------------------------------------------------------------
+@cli.group()
+def webhooks() -> None:
+    """Webhook tools (subscriptions are managed through the events API: /v1/webhooks)."""
+
+
+@webhooks.command("listen")
+@click.option("--port", type=click.IntRange(1, 65535), required=True, help="port to listen on")
+@click.option("--host", default="127.0.0.1", help="address to bind")
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    metavar="WHSEC",
+    help="whsec_ signing secret to verify with (repeatable)  [default: $CHANGEFEED_WEBHOOK_SECRET]",
+)
+def webhooks_listen(port: int, host: str, secrets: tuple[str, ...]) -> int:
+    """A local receiver: verifies signatures and prints one JSON line per delivery."""
+    from webhooks.errors import SignatureError
+    from webhooks.listen import run_listener
+
+    given = list(secrets)
+    if not given and os.environ.get("CHANGEFEED_WEBHOOK_SECRET"):
+        given.append(os.environ["CHANGEFEED_WEBHOOK_SECRET"])
+    try:
+        return run_listener(host, port, given)
+    except SignatureError as exc:
+        raise click.UsageError(f"--secret: {exc}") from exc
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -53,6 +53,45 @@ class BrokerSettings:
         return self.home / f"broker-{self.port}"
 
 
+DEFAULT_RETRY_SCHEDULE_S = (
+    5.0,
+    30.0,
+    120.0,
+    600.0,
+    1800.0,
+    3600.0,
+    10800.0,
+    21600.0,
+    43200.0,
+    86400.0,
+)
+"""Delays before each retry of a webhook delivery: 5 s, 30 s, 2 m, 10 m, 30 m, 1 h, 3 h, 6 h,
+12 h, 24 h (about 47 hours in all: past a day, well within the 7-day retention)."""
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """How the worker delivers webhooks (see :mod:`webhooks`)."""
+
+    # Networks a target may resolve to although the address guard refuses them by default
+    # (loopback, private, link-local, CGNAT, multicast, cloud metadata); CIDR notation.
+    allow_networks: tuple[str, ...] = ()
+    retry_schedule_s: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE_S
+    timeout_s: float = 5.0
+    # Concurrent requests to one subscription's endpoint (distinct subjects only: the
+    # changes of one subject are delivered one after the other).
+    concurrency: int = 16
+    # A subscription whose endpoint has failed without a single success for this long
+    # is paused, and says so.
+    pause_after_s: float = 3 * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        if not self.retry_schedule_s or any(d <= 0 for d in self.retry_schedule_s):
+            raise ConfigError("the webhook retry schedule needs at least one positive delay")
+        if self.timeout_s <= 0 or self.concurrency < 1 or self.pause_after_s <= 0:
+            raise ConfigError("webhook timeout, concurrency and pause period must be positive")
+
+
 @dataclass(frozen=True)
 class WebLimits:
     """What a web server of changefeed allows a connection (see ``changefeed.web_limits``)."""
@@ -83,6 +122,7 @@ class Settings:
     source: str = "/changefeed/demo"
     web_limits: WebLimits = field(default_factory=WebLimits)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     # The deployment secret: keys for masking sensitive values and signing cursors derive
     # from it (see derived_key). Every worker of a deployment must share it.
     secret: bytes = field(default=b"changefeed-development-secret-only", repr=False)
@@ -144,8 +184,59 @@ class Settings:
                 max_connections=_int(env, "CHANGEFEED_HTTP_MAX_CONNECTIONS", 4096),
             ),
             broker=broker,
+            webhooks=_webhook_settings(env),
             secret=_secret(env, home),
         )
+
+
+def _webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
+    default = WebhookSettings()
+    allow = env.get("CHANGEFEED_WEBHOOK_ALLOW_NETWORKS", "")
+    schedule = env.get("CHANGEFEED_WEBHOOK_RETRY_SCHEDULE", "")
+    return WebhookSettings(
+        allow_networks=tuple(n.strip() for n in allow.split(",") if n.strip()),
+        retry_schedule_s=tuple(
+            parse_duration_s("CHANGEFEED_WEBHOOK_RETRY_SCHEDULE", d)
+            for d in schedule.split(",")
+            if d.strip()
+        )
+        if schedule.strip()
+        else default.retry_schedule_s,
+        timeout_s=_float(env, "CHANGEFEED_WEBHOOK_TIMEOUT_S", default.timeout_s),
+        concurrency=_int(env, "CHANGEFEED_WEBHOOK_CONCURRENCY", default.concurrency),
+        pause_after_s=_float(env, "CHANGEFEED_WEBHOOK_PAUSE_AFTER_S", default.pause_after_s),
+    )
+
+
+_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration_s(name: str, text: str) -> float:
+    """Seconds of ``250ms``, ``5s``, ``2m``, ``3h``, ``1d`` or a bare number of seconds."""
+    raw = text.strip()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if raw.endswith(unit):
+            number, factor = raw[: -len(unit)], _UNITS_S[unit]
+            break
+    else:
+        number, factor = raw, 1.0
+    try:
+        value = float(number) * factor
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {text!r} is not a duration such as 30s, 2m or 1h") from exc
+    if not value > 0:
+        raise ConfigError(f"{name}: durations must be positive, got {text!r}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
 def _secret(env: Mapping[str, str], home: Path) -> bytes:

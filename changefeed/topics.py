@@ -65,6 +65,11 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("actions.dlq"), 1),
         # API keys of the events API: the latest record per key id (events_api/access/).
         TopicSpec(settings.topic("api_keys"), 1, Cleanup.COMPACT),
+        # Webhook subscriptions, secrets sealed (webhooks/subscription_topic.py).
+        TopicSpec(settings.topic("webhooks"), 1, Cleanup.COMPACT),
+        # Failed webhook deliveries, on the partition of their change (webhooks/job_topic.py);
+        # they expire with retention, as the changes they carry do.
+        TopicSpec(settings.topic("webhook_jobs"), n, Cleanup.COMPACT_DELETE),
     ]
     topics += [
         TopicSpec(changelog_topic(settings, table), n, cleanup)

@@ -9,7 +9,7 @@ that serves it (a Faust worker's, see :mod:`events_api.views`, or a standalone o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -98,13 +98,21 @@ class EventsApi:
 
 
 async def serve(
-    settings: Settings, host: str = "127.0.0.1", port: int = 0
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    extend_api: Callable[[web.Application], None] | None = None,
 ) -> tuple[EventsApi, web.AppRunner, int]:
     """Run the events API alone on ``host``:``port`` (0: any free port); returns the API,
-    the runner (``await runner.cleanup()`` stops everything) and the port."""
+    the runner (``await runner.cleanup()`` stops everything) and the port. ``extend_api``
+    as for :func:`events_api.views.register_events_api`."""
     api = EventsApi(settings)
     root = web.Application()
-    mount(root, api.web_app(), redirect_root=True)
+    events_app = api.web_app()
+    if extend_api is not None:
+        extend_api(events_app)
+    mount(root, events_app, redirect_root=True)
     runner = web.AppRunner(root, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -23,6 +23,7 @@ processors write through their own transactional producers.)
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import aiohttp
 import faust
@@ -46,14 +47,26 @@ FORWARD_TIMEOUT_S = 10.0
 _PASSED_ON = ("Authorization", "X-Api-Key")
 
 
-def register_events_api(app: faust.App, settings: Settings) -> EventsApi:
+def register_events_api(
+    app: faust.App,
+    settings: Settings,
+    *,
+    extend_api: Callable[[web.Application], None] | None = None,
+) -> EventsApi:
     """Serve the events API from ``app``'s web server; returns it (tests inspect it).
+
+    ``extend_api`` may add routes (and what runs with them) to the ``/v1`` sub-application
+    before it is mounted, behind the same authentication (``changefeed worker`` adds the
+    webhooks endpoints); the events API knows nothing of them.
 
     The feed index joins the worker's health (stuck or lagging: 503 with the reason) and
     metrics (``feed_indexed``, ``feed_skipped``, ``feed_lag_s``).
     """
     api = EventsApi(settings, subjects=TableSubjectStates(app, settings.partitions))
-    mount(app.web.web_app, api.web_app())  # type: ignore[attr-defined]
+    events_app = api.web_app()
+    if extend_api is not None:
+        extend_api(events_app)
+    mount(app.web.web_app, events_app)  # type: ignore[attr-defined]
 
     def index_check() -> HealthCheck:
         ok, reason, details = api.indexer.health()
