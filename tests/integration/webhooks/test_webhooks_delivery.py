@@ -141,9 +141,13 @@ async def test_jobs_go_queued_then_quit_and_resume_delivers_them(fast: Settings)
 async def test_delete_removes_jobs_and_counts_match(fast: Settings) -> None:
     receiver = await Receiver(status=500).start()
     try:
-        async with webhook_api(fast.with_(webhooks=fast.webhooks.__class__(
-            **{**fast.webhooks.__dict__, "retry_schedule_s": (0.2,)}
-        ))) as api:
+        async with webhook_api(
+            fast.with_(
+                webhooks=fast.webhooks.__class__(
+                    **{**fast.webhooks.__dict__, "retry_schedule_s": (0.2,)}
+                )
+            )
+        ) as api:
             sub = await api.subscribe(receiver)
             await _publish(api, [change_event(n, subject_id=f"d{n}") for n in range(6)])
 

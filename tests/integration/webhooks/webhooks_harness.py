@@ -99,6 +99,7 @@ class Receiver:
     attempts: list[Arrival] = field(default_factory=list)
     delivered: list[Arrival] = field(default_factory=list)
     bad_signatures: int = 0
+    raw: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     _tries: dict[str, int] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -124,6 +125,7 @@ class Receiver:
     async def _receive(self, request: web.Request) -> web.Response:
         raw = await request.read()
         msg_id = request.headers.get("webhook-id", "")
+        self.raw.append((dict(request.headers), raw))
         if self.secret is not None:
             try:
                 Webhook(self.secret).verify(raw, dict(request.headers))
@@ -174,6 +176,13 @@ class WebhookApi:
         receiver.secret = answer["secret"]
         return answer
 
+    async def subscribe_url(self, url: str) -> dict[str, Any]:
+        status, answer = await self.call(
+            "POST", "/v1/webhooks", body={"url": url, "event_types": ["*"]}
+        )
+        assert status == 201, answer
+        return answer
+
     async def failed(self, **params: Any) -> dict[str, Any]:
         status, answer = await self.call("GET", "/v1/webhooks/failed", **params)
         assert status == 200, answer
@@ -181,7 +190,9 @@ class WebhookApi:
 
 
 @asynccontextmanager
-async def webhook_api(settings: Settings, resolve: Resolve = system_resolve) -> AsyncIterator[WebhookApi]:
+async def webhook_api(
+    settings: Settings, resolve: Resolve = system_resolve
+) -> AsyncIterator[WebhookApi]:
     keys = create_keys(settings)
     webhooks = Webhooks(settings, resolve=resolve)
     api, runner, port = await serve(settings, extend_api=webhooks.install)
