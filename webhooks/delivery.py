@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 LANE_CAPACITY = 2000
 MAX_HELD = 100_000
-COMMIT_INTERVAL_S = 0.5
+COMMIT_INTERVAL_S = 0.2
 FETCH_RECORDS = 2000
 LOAD_TIMEOUT_S = 60.0
 _JSON = (",", ":")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -93,6 +95,7 @@ class Receiver:
     """An endpoint on 127.0.0.1 (start it with :meth:`start`)."""
 
     fail_first: int = 0
+    flaky_share: float = 0.0  # the first attempt of this share of ids fails (by id hash)
     status: int = 204
     delay_s: float = 0.0
     secret: str | None = None
@@ -136,7 +139,8 @@ class Receiver:
         tries = self._tries[msg_id] = self._tries.get(msg_id, 0) + 1
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        status = 500 if tries <= self.fail_first else self.status
+        flaky = tries == 1 and zlib.crc32(msg_id.encode()) % 1000 < self.flaky_share * 1000
+        status = 500 if tries <= self.fail_first or flaky else self.status
         arrival = Arrival(msg_id, body, time.time(), status)
         self.attempts.append(arrival)
         if 200 <= status < 300:
@@ -145,6 +149,30 @@ class Receiver:
 
     def ids(self) -> list[str]:
         return [a.webhook_id for a in self.delivered]
+
+
+class ThreadedReceiver:
+    """A :class:`Receiver` on its own event loop in a thread, for tests whose own code blocks
+    (a worker subprocess, kafka-python)."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.receiver = asyncio.run_coroutine_threadsafe(receiver.start(), self.loop).result(30)
+
+    def snapshot(self) -> list[Arrival]:
+        """The deliveries so far (copied on the receiver's loop)."""
+        return asyncio.run_coroutine_threadsafe(self._copy(), self.loop).result(30)
+
+    async def _copy(self) -> list[Arrival]:
+        return list(self.receiver.delivered)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 @dataclass
