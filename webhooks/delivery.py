@@ -59,6 +59,10 @@ from webhooks.topics import JobBook, SubscriptionBook, TopicFollower, WebhookWri
 log = logging.getLogger(__name__)
 
 LANE_CAPACITY = 2000
+FRESH_MAX_AGE_S = 10.0
+"""A delivery read from ``changes`` that waited this long in its lane (its endpoint is slow,
+or busy with earlier changes of the subject) becomes a job, so a slow endpoint never holds
+the committed position back for long."""
 MAX_HELD = 100_000
 COMMIT_INTERVAL_S = 0.2
 FETCH_RECORDS = 2000
@@ -91,6 +95,7 @@ class Delivery:
     due_s: float = 0.0
     in_flight: bool = False
     cancelled: bool = False
+    read_at: float = 0.0
 
     @property
     def job_id(self) -> str:
@@ -168,7 +173,7 @@ class Journal:
             while True:
                 try:
                     futures = []
-                    for job, tombstone, _ in batch:
+                    for n, (job, tombstone, _) in enumerate(batch, 1):
                         futures.append(
                             await producer.send(
                                 self.writer.jobs_topic,
@@ -177,6 +182,8 @@ class Journal:
                                 partition=job.partition,
                             )
                         )
+                        if n % 200 == 0:
+                            await asyncio.sleep(0)  # let deliveries run between chunks
                     await asyncio.gather(*futures)
                     break
                 except KafkaError:
@@ -202,6 +209,7 @@ class Lane:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
+        self._swept = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"lane-{self.subscription_id}")
@@ -275,6 +283,15 @@ class Lane:
         elif was_head:
             self.schedule(delivery.subject, chain[0].due_s)
 
+    def spill_aged(self, now: float) -> None:
+        """Make fresh deliveries that waited past :data:`FRESH_MAX_AGE_S` durable jobs."""
+        oldest = now - FRESH_MAX_AGE_S
+        for chain in self.chains.values():
+            for delivery in chain:
+                if delivery.job is None and not delivery.in_flight and delivery.read_at < oldest:
+                    self.fresh -= 1
+                    self.service.spill(delivery, DEFERRED)
+
     def deliveries(self) -> list[Delivery]:
         return [d for chain in self.chains.values() for d in chain]
 
@@ -305,10 +322,15 @@ class Lane:
                     task = asyncio.create_task(self._attempt(sub, head))
                     self._attempts.add(task)
                     task.add_done_callback(self._attempts.discard)
+            if self.fresh and now - self._swept >= 1.0:
+                self._swept = now
+                self.spill_aged(now)
             self._wake.clear()
-            timeout = None
+            timeout: float | None = None
             if self._ready and not sub.paused and self.in_flight < concurrency:
                 timeout = max(0.0, self._ready[0][0] - self.service.clock())
+            if self.fresh:
+                timeout = 1.0 if timeout is None else min(timeout, 1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -573,6 +595,7 @@ class DeliveryService:
             if message.key
             else f"{change['tenant_id']}/{change['subject_type']}/{change['subject_id']}"
         )
+        now = self.clock()
         for sub in matching:
             delivery = Delivery(
                 sub.subscription_id,
@@ -583,6 +606,7 @@ class DeliveryService:
                 message.offset,
                 body,
                 progress=progress,
+                read_at=now,
             )
             self._lane(sub.subscription_id).offer(delivery)
 

@@ -215,7 +215,7 @@ class WebhookWriter:
             bootstrap_servers=self.bootstrap,
             acks="all",
             linger_ms=2,
-            compression_type="gzip",
+            compression_type="lz4",
             max_request_size=4 * 1024 * 1024,
         )
         await self._producer.start()
