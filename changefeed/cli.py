@@ -692,17 +692,32 @@ def webhooks_listen(port: int, host: str, secrets: tuple[str, ...]) -> int:
     help="demo requests per second",
 )
 @click.option("--keep-running", is_flag=True, help="leave the services up after the traffic")
+@click.option(
+    "--webhook-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="port of the demo's webhook listener  [default: the demo API's port + 1]",
+)
 @_pass_globals
-def demo(g: _Globals, duration: float, rate: float, keep_running: bool) -> int:
+def demo(
+    g: _Globals, duration: float, rate: float, keep_running: bool, webhook_port: int | None
+) -> int:
     """Everything end to end: broker, topics, worker, APIs, traffic.
 
     Starts (or reuses) the broker, ensures the topics, starts the worker and the demo API,
-    sends demo traffic through the demo API, waits until the change events are readable,
-    then prints a sample and where to look.
+    subscribes a local webhook listener, sends demo traffic through the demo API, waits
+    until the change events are readable, then prints a sample, what the listener
+    received and where to look.
     """
     from changefeed.demo import run_demo
 
-    return run_demo(g.settings(), duration_s=duration, rate=rate, keep_running=keep_running)
+    return run_demo(
+        g.settings(),
+        duration_s=duration,
+        rate=rate,
+        keep_running=keep_running,
+        webhook_port=webhook_port,
+    )
 
 
 # -- entry point --------------------------------------------------------------------------

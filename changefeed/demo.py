@@ -4,6 +4,12 @@ Starts (or reuses) the local broker, declares the topics, starts the processors 
 (which also serves the events API) and the demo business API as child processes, drives
 demo traffic through the demo API, waits until the change events it caused are readable
 on ``changes`` (read_committed), and prints what happened and where to look.
+
+Webhooks: before the traffic, it starts ``changefeed webhooks listen`` on ``webhook_port``,
+subscribes it (through the events API, with an admin key of tenant ``acme``) to every
+change of ``acme``, and afterwards shows what the listener received, signatures verified.
+The worker is allowed to deliver to 127.0.0.0/8 (``CHANGEFEED_WEBHOOK_ALLOW_NETWORKS``,
+unless set already); nothing else is.
 """
 
 from __future__ import annotations
@@ -74,7 +80,14 @@ class ChangeTap:
         self._stop.set()
 
 
-def run_demo(settings: Settings, *, duration_s: float, rate: float, keep_running: bool) -> int:
+def run_demo(
+    settings: Settings,
+    *,
+    duration_s: float,
+    rate: float,
+    keep_running: bool,
+    webhook_port: int | None = None,
+) -> int:
     log_dir = settings.data_dir.parent / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
@@ -103,6 +116,10 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, keep_running
         _wait_healthy("worker", f"{worker_url}/healthz", children["worker"], log_dir, 180)
         _wait_healthy("demo-api", f"{demo_url}/healthz", children["demo-api"], log_dir, 60)
         print(f"==> worker and events API ready at {worker_url}; demo API at {demo_url}")
+        key, key_id = _admin_key(settings, "acme")
+        port = webhook_port or settings.demo_api_port + 1
+        hook = _subscribe_listener(worker_url, key, port, env, log_dir)
+        children["webhooks-listen"] = hook.listener
 
         tap = ChangeTap(settings, settings.topic("changes"))
         tap.start()
@@ -121,7 +138,8 @@ def run_demo(settings: Settings, *, duration_s: float, rate: float, keep_running
         _wait_quiet(tap, quiet_s=3.0, limit_s=60.0)
         tap.stop()
         _print_summary(settings, tap, worker_url, demo_url, log_dir)
-        _show_events_api(settings, worker_url, tenant="acme", keep_running=keep_running)
+        _show_webhooks(hook, worker_url, key)
+        _show_events_api(worker_url, "acme", key, key_id, keep_running=keep_running)
         if keep_running:
             print("==> services keep running; Ctrl-C stops them (the broker stays up)")
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
@@ -142,6 +160,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
         CHANGEFEED_WORKER_PORT=str(settings.worker_web_port),
         CHANGEFEED_DEMO_API_PORT=str(settings.demo_api_port),
     )
+    env.setdefault("CHANGEFEED_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
     return env
 
 
@@ -204,15 +223,102 @@ Where to look
     )
 
 
-def _show_events_api(
-    settings: Settings, worker_url: str, *, tenant: str, keep_running: bool
-) -> None:
-    """Create an admin key for ``tenant`` and read its feed through the events API."""
+def _admin_key(settings: Settings, tenant: str) -> tuple[str, str]:
+    """A new admin key of ``tenant`` (stored as a digest) and its key id."""
     from events_api.access.key_topic import KeyStore
     from events_api.access.keys import Role, new_key
 
     key, record = new_key(tenant, Role.ADMIN, name="changefeed demo")
     KeyStore(settings).put(record)
+    return key, record.key_id
+
+
+@dataclass
+class DemoWebhook:
+    subscription: dict[str, object]
+    listener: subprocess.Popen[bytes]
+    log: Path
+
+
+def _api_call(url: str, key: str, method: str = "GET", body: object = None) -> object:
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"X-Api-Key": key, "Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        return json.load(response)
+
+
+def _subscribe_listener(
+    worker_url: str, key: str, port: int, env: dict[str, str], log_dir: Path
+) -> DemoWebhook:
+    """Subscribe a ``changefeed webhooks listen`` on ``port`` to every change of the key's
+    tenant, and start it with the subscription's secret (passed in its environment)."""
+    subscription = _api_call(
+        worker_url + "/v1/webhooks",
+        key,
+        "POST",
+        {
+            "url": f"http://127.0.0.1:{port}/changefeed",
+            "event_types": ["*"],
+            "description": "changefeed demo: webhooks listen",
+        },
+    )
+    assert isinstance(subscription, dict)
+    secret = str(subscription.pop("secret"))
+    log = log_dir / "webhooks-listen.log"
+    log.write_bytes(b"")
+    listener = _spawn(
+        ["webhooks", "listen", "--port", str(port)],
+        {**env, "CHANGEFEED_WEBHOOK_SECRET": secret},
+        log,
+    )
+    deadline = time.monotonic() + 30
+    while "listening on" not in log.read_text(errors="replace"):
+        if listener.poll() is not None or time.monotonic() > deadline:
+            raise ChangefeedError(f"webhooks listen did not start; see {log}")
+        time.sleep(0.1)  # polling a condition
+    print(
+        f"==> webhook subscription {subscription['id']} -> http://127.0.0.1:{port}/changefeed "
+        "(changefeed webhooks listen, verifying signatures)"
+    )
+    return DemoWebhook(subscription, listener, log)
+
+
+def _show_webhooks(hook: DemoWebhook, worker_url: str, key: str, limit_s: float = 30.0) -> None:
+    """What the listener received, once deliveries have stopped arriving."""
+    lines: list[dict[str, object]] = []
+    deadline = time.monotonic() + limit_s
+    last_count, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        lines = [
+            json.loads(line)
+            for line in hook.log.read_text(errors="replace").splitlines()
+            if line.startswith("{")
+        ]
+        if len(lines) != last_count:
+            last_count, last_change = len(lines), time.monotonic()
+        elif lines and time.monotonic() - last_change >= 2.0:
+            break
+        time.sleep(0.2)  # polling a condition
+    verified = sum(1 for line in lines if line.get("verified") is True)
+    print(f"==> webhooks: {verified} deliveries received, signatures verified ({hook.log})")
+    for line in lines[:3]:
+        print(f"    {json.dumps(line)}")
+    failed = _api_call(f"{worker_url}/v1/webhooks/failed?count=1", key)
+    assert isinstance(failed, dict)
+    print(
+        f"    failed jobs of the tenant: {failed.get('counts')}; "
+        f"try: changefeed webhooks listen --port 9999 --secret whsec_..."
+    )
+
+
+def _show_events_api(
+    worker_url: str, tenant: str, key: str, key_id: str, *, keep_running: bool
+) -> None:
+    """Read ``tenant``'s feed through the events API with an admin key."""
     query = "/v1/events?limit=3&order=desc"
     request = urllib.request.Request(worker_url + query, headers={"X-Api-Key": key})
     try:
@@ -235,7 +341,8 @@ def _show_events_api(
       curl -s -H "X-Api-Key: $CHANGEFEED_KEY" '{worker_url}{query}'
       curl -s -H "X-Api-Key: $CHANGEFEED_KEY" \\
         '{worker_url}/v1/events/poll?cursor=now&timeout=30'
-    revoke it with: changefeed keys revoke {record.key_id}"""
+      curl -s -H "X-Api-Key: $CHANGEFEED_KEY" '{worker_url}/v1/webhooks'
+    revoke it with: changefeed keys revoke {key_id}"""
     )
     if not keep_running:
         print(

@@ -27,7 +27,18 @@ def test_demo_shows_change_events_flowing(settings: Settings, tmp_path: Path) ->
         "CHANGEFEED_SECRET": settings.secret.decode(),
     }
     run = subprocess.run(
-        [sys.executable, "-m", "changefeed.cli", "demo", "--duration", "4", "--rate", "20"],
+        [
+            sys.executable,
+            "-m",
+            "changefeed.cli",
+            "demo",
+            "--duration",
+            "4",
+            "--rate",
+            "20",
+            "--webhook-port",
+            str(free_port()),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -49,3 +60,9 @@ def test_demo_shows_change_events_flowing(settings: Settings, tmp_path: Path) ->
     key = re.search(r"CHANGEFEED_KEY=(cf_\S+)", run.stdout)
     assert key is not None
     assert key.group(1) not in logs
+    # a webhook subscription received the demo traffic, every signature verified
+    hooks = re.search(r"==> webhooks: (\d+) deliveries received, signatures verified", run.stdout)
+    assert hooks and int(hooks.group(1)) > 0, run.stdout
+    listen_log = (tmp_path / "demo" / "webhooks-listen.log").read_text()
+    assert '"verified": false' not in listen_log
+    assert "whsec_" not in logs
