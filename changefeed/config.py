@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -90,6 +91,11 @@ class WebhookSettings:
             raise ConfigError("the webhook retry schedule needs at least one positive delay")
         if self.timeout_s <= 0 or self.concurrency < 1 or self.pause_after_s <= 0:
             raise ConfigError("webhook timeout, concurrency and pause period must be positive")
+        for network in self.allow_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"CHANGEFEED_WEBHOOK_ALLOW_NETWORKS: {exc}") from exc
 
 
 @dataclass(frozen=True)
