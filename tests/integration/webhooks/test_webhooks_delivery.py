@@ -227,3 +227,22 @@ async def test_endpoint_failing_for_the_pause_period_is_paused(settings: Setting
             await eventually(lambda: len(receiver.delivered) == 1, 20, "delivery after resume")
     finally:
         await receiver.stop()
+
+
+async def test_a_slow_endpoint_does_not_hold_back_the_others(fast: Settings) -> None:
+    slow = await Receiver(delay_s=3.0).start()
+    quick = await Receiver().start()
+    try:
+        async with webhook_api(fast) as api:
+            await api.subscribe(slow)
+            await api.subscribe(quick)
+            changes = [change_event(n, subject_id=f"x{n}") for n in range(100)]
+            api.publisher.publish(*changes)
+            await eventually(lambda: len(quick.delivered) == 100, 30, "the quick endpoint")
+            # Everything reached the quick endpoint while the slow one (8 at a time, each
+            # attempt timing out after 1 s) had answered at most a few of them.
+            assert len(slow.attempts) < 50
+            assert sorted(quick.ids()) == sorted(c["change_id"] for c in changes)
+    finally:
+        await slow.stop()
+        await quick.stop()
