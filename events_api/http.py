@@ -16,6 +16,7 @@ explorer page (:mod:`events_api.explorer`, ``GET /explorer``), which asks for on
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,9 +38,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FEED = web.AppKey("feed", FeedService)
 KEYS = web.AppKey("keys", KeyRing)
+OPENAPI_DOCUMENT = web.AppKey("openapi", dict)
+"""The sub-application's OpenAPI document: :data:`~events_api.openapi.OPENAPI`, plus what
+extensions of the ``/v1`` app (``extend_api``) add to it before it is mounted."""
 _KEY_RECORD = web.RequestKey("api_key", ApiKeyRecord)
 _NO_STORE = {"Cache-Control": "no-store"}
-_OPENAPI_TEXT = json.dumps(OPENAPI, separators=(",", ":"))
 
 
 def error_response(
@@ -198,15 +201,12 @@ async def whoami(request: web.Request) -> web.Response:
     return _json(json.dumps(body, ensure_ascii=False))
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return web.Response(text=_OPENAPI_TEXT, content_type="application/json")
-
-
 def build_events_app(feed: FeedService, keys: KeyRing) -> web.Application:
     """The ``/v1`` sub-application; mount it with ``root.add_subapp("/v1", app)``."""
     app = web.Application(middlewares=[errors, authenticate])
     app[FEED] = feed
     app[KEYS] = keys
+    app[OPENAPI_DOCUMENT] = copy.deepcopy(OPENAPI)
     app.router.add_get("/events", list_events)
     app.router.add_get("/events/poll", poll_events)
     app.router.add_get("/events/{change_id}", get_event)
@@ -224,5 +224,10 @@ def mount(
     """Serve the events API under ``/v1``, its OpenAPI document and the explorer page on
     ``root`` (with ``redirect_root``, ``GET /`` leads to the page)."""
     root.add_subapp("/v1", events_app)
+    text = json.dumps(events_app[OPENAPI_DOCUMENT], separators=(",", ":"))
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type="application/json")
+
     root.router.add_get("/openapi.json", openapi)
     mount_explorer(root, redirect_root=redirect_root)

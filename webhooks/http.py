@@ -65,9 +65,9 @@ def add_routes(app: web.Application, webhooks: Webhooks) -> None:
     app.router.add_get("/webhooks/failed", list_failed)
     app.router.add_post("/webhooks/failed/resume", resume_failed)
     app.router.add_delete("/webhooks/failed", delete_failed)
-    app.router.add_get("/webhooks/{subscription_id}", get_subscription)
-    app.router.add_patch("/webhooks/{subscription_id}", update_subscription)
-    app.router.add_delete("/webhooks/{subscription_id}", delete_subscription)
+    app.router.add_get("/webhooks/{subscription_id:wh_[^/]*}", get_subscription)
+    app.router.add_patch("/webhooks/{subscription_id:wh_[^/]*}", update_subscription)
+    app.router.add_delete("/webhooks/{subscription_id:wh_[^/]*}", delete_subscription)
 
 
 def _webhooks(request: web.Request) -> Webhooks:

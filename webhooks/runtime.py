@@ -85,9 +85,12 @@ class Webhooks:
 
     def install(self, events_app: web.Application) -> None:
         """Serve ``/v1/webhooks`` from the events API's sub-application, and run with it."""
+        from events_api.http import OPENAPI_DOCUMENT
         from webhooks.http import add_routes
+        from webhooks.openapi import extend_openapi
 
         add_routes(events_app, self)
+        extend_openapi(events_app[OPENAPI_DOCUMENT])
 
         async def lifecycle(_: web.Application) -> AsyncIterator[None]:
             await self.start()

@@ -242,8 +242,6 @@ def _url(value: Any, guard: AddressGuard) -> str:
 
 
 def _event_types(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
     if not isinstance(value, list) or not value:
         raise InvalidSubscription('event_types must be a non-empty list, such as ["invoice:*"]')
     if len(value) > MAX_EVENT_TYPES:
