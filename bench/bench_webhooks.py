@@ -333,6 +333,18 @@ def main() -> int:
             for cid, t in full[p][before[p] :]
             if cid in producer.acked
         ]
+        windows: dict[int, list[float]] = {}
+        for p in healthy_ports:
+            for cid, t in full[p][before[p] :]:
+                if cid in producer.acked:
+                    second = int((producer.acked[cid] - began) // 5) * 5
+                    windows.setdefault(second, []).append(t - producer.acked[cid])
+        print(
+            "            by 5 s window (p99 ms): "
+            + "  ".join(
+                f"{w}s:{percentile(v, 0.99) * 1000:.0f}" for w, v in sorted(windows.items())
+            )
+        )
         slow_port = base + RECEIVERS - 1
         jobs = api(args.port, key, "GET", "/v1/webhooks/failed?count=1")
         p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
