@@ -4,12 +4,18 @@
 writer, the HTTP sender and the delivery service. :meth:`Webhooks.install` adds the
 ``/v1/webhooks`` routes to the events API's sub-application and starts and stops everything
 with the web server that serves it, which is how ``changefeed worker`` runs it (the events
-API's ``extend_api`` hook): the worker delivers, and every worker answers the endpoints.
+API's ``extend_api`` hook): every worker answers the endpoints, and delivers in a child
+process (:mod:`webhooks.delivery_process`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
 from collections.abc import AsyncIterator
+from multiprocessing.process import BaseProcess
+from typing import Literal
 
 from aiohttp import web
 
@@ -27,13 +33,21 @@ from webhooks.topics import (
     WebhookWriter,
 )
 
-READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+Delivery = Literal["child", "here", "off"]
 
 
 class Webhooks:
     def __init__(
-        self, settings: Settings, *, resolve: Resolve = system_resolve, deliver: bool = True
+        self,
+        settings: Settings,
+        *,
+        resolve: Resolve = system_resolve,
+        delivery: Delivery = "child",
     ) -> None:
+        """``delivery``: ``child`` runs the delivery service in a child process
+        (:mod:`webhooks.delivery_process`, what the worker does), ``here`` on this event loop
+        (the child itself, and tests that inject a resolver), ``off`` serves the API only."""
         self.settings = settings
         sealer = SecretSealer(settings.derived_key("webhook-secrets"))
         self.guard = AddressGuard(settings.webhooks.allow_networks)
@@ -57,9 +71,11 @@ class Webhooks:
                 self.writer,
                 self.sender,
             )
-            if deliver
+            if delivery == "here"
             else None
         )
+        self._child_wanted = delivery == "child"
+        self._child: BaseProcess | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -71,11 +87,29 @@ class Webhooks:
         await self.job_follower.start()
         if self.delivery is not None:
             await self.delivery.start()
+        if self._child_wanted:
+            from webhooks.delivery_process import run_delivery
+
+            context = multiprocessing.get_context("spawn")
+            self._child = context.Process(
+                target=run_delivery,
+                args=(self.settings, os.getpid()),
+                name="webhook-delivery",
+                daemon=True,
+            )
+            self._child.start()
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
+        if self._child is not None:
+            child, self._child = self._child, None
+            child.terminate()  # SIGTERM: it commits what was delivered, then leaves
+            await asyncio.get_running_loop().run_in_executor(None, child.join, STOP_TIMEOUT_S)
+            if child.is_alive():
+                child.kill()
+                child.join()
         if self.delivery is not None:
             await self.delivery.stop()
         await self.job_follower.stop()

@@ -43,7 +43,7 @@ class Served:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.keys = create_keys(cfg)
-        webhooks = Webhooks(cfg, deliver=False)
+        webhooks = Webhooks(cfg, delivery="off")
         self.api, self.runner, port = self._run(serve(cfg, extend_api=webhooks.install))
         self.base_url = f"http://127.0.0.1:{port}"
         assert self._run(self.api.wait_ready(60.0))

@@ -222,7 +222,7 @@ async def webhook_api(
     settings: Settings, resolve: Resolve = system_resolve
 ) -> AsyncIterator[WebhookApi]:
     keys = create_keys(settings)
-    webhooks = Webhooks(settings, resolve=resolve)
+    webhooks = Webhooks(settings, resolve=resolve, delivery="here")
     api, runner, port = await serve(settings, extend_api=webhooks.install)
     assert await api.wait_ready(60.0), "the events API did not get ready"
     publisher = ChangePublisher(settings)
