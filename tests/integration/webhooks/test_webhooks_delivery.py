@@ -246,3 +246,25 @@ async def test_a_slow_endpoint_does_not_hold_back_the_others(fast: Settings) -> 
     finally:
         await slow.stop()
         await quick.stop()
+
+
+async def test_redirects_are_not_followed(fast: Settings) -> None:
+    target = await Receiver().start()
+    redirecting = await Receiver(status=307).start()
+    redirecting.location = target.url
+    try:
+        async with webhook_api(fast) as api:
+            sub = await api.subscribe(redirecting)
+            api.publisher.publish(change_event(1))
+
+            async def failed() -> bool:
+                jobs = (await api.failed(subscription_id=sub["id"]))["jobs"]
+                return bool(jobs and jobs[0]["last_status"] == 307)
+
+            await eventually(failed, 20, "the redirected attempt to fail")
+            jobs = (await api.failed(subscription_id=sub["id"]))["jobs"]
+            assert "redirects are not followed" in jobs[0]["last_error"]
+            assert target.attempts == [] and redirecting.delivered == []
+    finally:
+        await target.stop()
+        await redirecting.stop()

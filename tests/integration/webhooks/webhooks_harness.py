@@ -98,6 +98,7 @@ class Receiver:
     flaky_share: float = 0.0  # the first attempt of this share of ids fails (by id hash)
     status: int = 204
     delay_s: float = 0.0
+    location: str | None = None  # sent with the answer (redirects)
     secret: str | None = None
     attempts: list[Arrival] = field(default_factory=list)
     delivered: list[Arrival] = field(default_factory=list)
@@ -145,7 +146,8 @@ class Receiver:
         self.attempts.append(arrival)
         if 200 <= status < 300:
             self.delivered.append(arrival)
-        return web.Response(status=status)
+        headers = {"Location": self.location} if self.location else None
+        return web.Response(status=status, headers=headers)
 
     def ids(self) -> list[str]:
         return [a.webhook_id for a in self.delivered]
