@@ -59,7 +59,7 @@ from webhooks.topics import JobBook, SubscriptionBook, TopicFollower, WebhookWri
 log = logging.getLogger(__name__)
 
 LANE_CAPACITY = 2000
-FRESH_MAX_AGE_S = 10.0
+FRESH_MAX_AGE_S = 30.0
 """A delivery read from ``changes`` that waited this long in its lane (its endpoint is slow,
 or busy with earlier changes of the subject) becomes a job, so a slow endpoint never holds
 the committed position back for long."""
@@ -331,8 +331,11 @@ class Lane:
                 timeout = max(0.0, self._ready[0][0] - self.service.clock())
             if self.fresh:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            if timeout is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _attempt(self, sub: Subscription, head: Delivery) -> None:
         service = self.service

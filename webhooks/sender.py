@@ -37,6 +37,9 @@ class Sender:
         self.timeout_s = timeout_s
         self._resolver = GuardedResolver(guard, resolve)
         self._session: aiohttp.ClientSession | None = None
+        # URL -> why the guard refuses it ("" when it does not): a URL's literal address
+        # never changes; names are checked by the resolver at every connection.
+        self._checked: dict[str, str] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -53,10 +56,18 @@ class Sender:
         return self._session
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptResult:
-        try:
-            self.guard.check_url(url)
-        except TargetRefused as exc:
-            return AttemptResult(None, f"address guard: {exc}")
+        refused = self._checked.get(url)
+        if refused is None:
+            try:
+                self.guard.check_url(url)
+                refused = ""
+            except TargetRefused as exc:
+                refused = f"address guard: {exc}"
+            if len(self._checked) > 10_000:
+                self._checked.clear()
+            self._checked[url] = refused
+        if refused:
+            return AttemptResult(None, refused)
         try:
             async with self._client().post(
                 url,
