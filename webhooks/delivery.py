@@ -9,10 +9,13 @@ it never waits for nor delays: a slow endpoint slows nothing but its own lane.
 **Lanes.** Each subscription has a lane: per subject (the ``changes`` key) a chain of
 deliveries attempted one after the other, so a subscription receives a subject's changes in
 order; distinct subjects go out concurrently, at most ``CHANGEFEED_WEBHOOK_CONCURRENCY`` at
-a time per subscription. A lane holds at most :data:`LANE_CAPACITY` deliveries in memory
-that are not jobs yet; beyond that (an endpoint slower than the feed), and behind a
-subject's failed change, deliveries become queued jobs on ``webhook_jobs``
-(:mod:`webhooks.jobs`), so the reader never waits for an endpoint.
+a time per subscription. A lane holds up to :data:`LANE_CAPACITY` deliveries in memory that
+are not jobs yet. When a lane is full, the reader waits for it if its endpoint is healthy
+(the whole system is behind: reading on would only turn deliveries into jobs); a lane whose
+endpoint is slow (attempts taking over :data:`SLOW_ATTEMPT_S`) or failing turns what it
+cannot hold into queued jobs on ``webhook_jobs`` (:mod:`webhooks.jobs`) instead, so it
+never holds the reader back. Changes behind a failed change of their subject, and
+deliveries that waited :data:`FRESH_MAX_AGE_S` in a lane, become jobs too.
 
 **At least once.** A record's offset is held until every subscription it matches has it
 delivered or durable as a job (:mod:`webhooks.progress`); the consumer group's committed
@@ -63,6 +66,9 @@ FRESH_MAX_AGE_S = 30.0
 """A delivery read from ``changes`` that waited this long in its lane (its endpoint is slow,
 or busy with earlier changes of the subject) becomes a job, so a slow endpoint never holds
 the committed position back for long."""
+SLOW_ATTEMPT_S = 1.0
+"""A lane whose attempts take longer than this on average (or whose last attempt failed)
+is slow: it never makes the reader wait."""
 MAX_HELD = 100_000
 COMMIT_INTERVAL_S = 0.2
 FETCH_RECORDS = 2000
@@ -210,6 +216,9 @@ class Lane:
         self._task: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
         self._swept = 0.0
+        self._attempt_s = 0.0  # moving average of attempt durations
+        self._started: dict[int, float] = {}  # id of a delivery in flight -> its start
+        self._failing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"lane-{self.subscription_id}")
@@ -225,6 +234,19 @@ class Lane:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def slow(self) -> bool:
+        """Slow or failing endpoint: what this lane cannot hold becomes jobs."""
+        if self._failing or self._attempt_s > SLOW_ATTEMPT_S:
+            return True
+        oldest = min(self._started.values(), default=None)  # attempts in flight
+        return oldest is not None and time.monotonic() - oldest > SLOW_ATTEMPT_S
+
+    @property
+    def full(self) -> bool:
+        """Full but healthy: the reader waits for it."""
+        return self.fresh >= LANE_CAPACITY and not self.slow
+
     # -- placing deliveries --------------------------------------------------------------
 
     def offer(self, delivery: Delivery) -> None:
@@ -233,7 +255,7 @@ class Lane:
         if chain and chain[-1].job is not None:
             chain.append(delivery)
             self.service.spill(delivery, WAITING_FOR_SUBJECT)
-        elif self.fresh >= LANE_CAPACITY:
+        elif self.fresh >= LANE_CAPACITY and self.slow:
             chain.append(delivery)
             self.service.spill(delivery, DEFERRED)
             if len(chain) == 1:
@@ -344,11 +366,14 @@ class Lane:
             headers = signed_headers(
                 sub.signing_keys(int(now_s * 1e6)), head.change_id, int(now_s), head.body
             )
+            began = self._started[id(head)] = time.monotonic()
             result = await service.sender.post(sub.url, headers, head.body)
+            self._attempt_s = 0.8 * self._attempt_s + 0.2 * (time.monotonic() - began)
         except Exception as exc:  # noqa: BLE001 - a failed attempt, never a stuck lane
             log.exception("webhook attempt for %s failed", sub.subscription_id)
             result = AttemptResult(None, f"{type(exc).__name__}: {exc}")
         finally:
+            self._started.pop(id(head), None)
             head.in_flight = False
             self.in_flight -= 1
             self._wake.set()
@@ -357,6 +382,7 @@ class Lane:
             return
         now_us = int(service.clock() * 1e6)
         outcome = classify(result.status)
+        self._failing = outcome is not Outcome.DELIVERED
         if outcome is Outcome.DELIVERED:
             service.stats.delivered += 1
             self._delivered(head)
@@ -529,8 +555,10 @@ class DeliveryService:
             consumer.subscribe([self.topic], listener=_Rebalance(self))
             last_commit = time.monotonic()
             while True:
-                if sum(p.holding for p in self.progress.values()) > MAX_HELD:
-                    await asyncio.sleep(0.05)
+                if sum(p.holding for p in self.progress.values()) > MAX_HELD or any(
+                    lane.full for lane in self.lanes.values()
+                ):
+                    await asyncio.sleep(0.02)
                 else:
                     batches = await consumer.getmany(timeout_ms=100, max_records=FETCH_RECORDS)
                     for tp, messages in batches.items():
