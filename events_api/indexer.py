@@ -320,7 +320,7 @@ class FeedIndexer:
         """Whether the indexer is assigned every partition of its topic and reading."""
         return self._assigned.is_set() and bool(self._positions)
 
-    def lag(self) -> dict[int, int]:
+    def records_behind(self) -> dict[int, int]:
         """Committed records not indexed yet, by partition, where the end is known (from
         the latest fetch: empty until the indexer has fetched)."""
         consumer = self._consumer

@@ -99,7 +99,7 @@ class FeedCollector(Collector):
             "Committed records of changes not indexed yet, by partition",
             labels=["partition"],
         )
-        for partition, records in sorted(self.indexer.lag().items()):
+        for partition, records in sorted(self.indexer.records_behind().items()):
             lag.add_metric([str(partition)], records)
         yield lag
         _, _, details = self.indexer.health()

@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[3]
 PACKAGES = ("changefeed", "schemas", "producers", "processors", "events_api")
 # a name in quotes next to an environment lookup, or passed to the settings' parsers
 _READ = re.compile(
-    r"""(?:environ(?:\.get)?|getenv|env(?:\.get)?|_int\(env,)\s*[\[(]?\s*["']([A-Z][A-Z0-9_]+)["']"""
+    r"""(?:environ(?:\.get)?|getenv|env(?:\.get)?|_\w+\(env,)\s*[\[(]?\s*["']([A-Z][A-Z0-9_]+)["']"""
 )
 
 
