@@ -281,8 +281,8 @@ def worker(g: _Globals, loglevel: str) -> int:
 def api(g: _Globals, port: int | None, worker_url: str | None) -> int:
     """Serve the events API on its own, without processing.
 
-    Indexes every partition of changes and serves /v1, /openapi.json, /healthz, /readyz,
-    /livez and /metrics; run as many as reads need, beside the workers, with the same
+    Indexes every partition of changes and serves /v1, /openapi.json, /explorer, /healthz,
+    /readyz, /livez and /metrics; run as many as reads need, beside the workers, with the same
     CHANGEFEED_SECRET so cursors work across all of them.
     """
     import logging
