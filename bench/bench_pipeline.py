@@ -794,7 +794,7 @@ class Worker:
             return False
 
     def metrics(self) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.port}/metrics"
+        url = f"http://127.0.0.1:{self.port}/metrics.json"
         with urllib.request.urlopen(url, timeout=5) as response:
             body: dict[str, Any] = json.loads(response.read())
             return body

@@ -239,16 +239,72 @@ def topics_describe(g: _Globals) -> int:
 @_pass_globals
 def worker(g: _Globals, loglevel: str) -> int:
     """Run the processors worker; it also serves the events API and delivers webhooks."""
-    from events_api.views import register_events_api
-    from processors.worker import run_worker
-    from webhooks.runtime import Webhooks
+    from processors.restore_progress import RestoreReport
+    from processors.startup_server import StartupServer
 
     settings = g.settings()
+    # Health probes get an answer (503 starting/restoring) while Faust and the rest load.
+    report = RestoreReport()
+    startup = StartupServer(
+        report, settings.api_host, settings.worker_web_port, settings.web_limits
+    ).start()
+    try:
+        from events_api.views import register_events_api
+        from processors.worker import run_worker
+        from webhooks.runtime import Webhooks
 
-    def extend(app: Any) -> None:
-        register_events_api(app, settings, extend_api=Webhooks(settings).install)
+        def extend(app: Any) -> None:
+            register_events_api(app, settings, extend_api=Webhooks(settings).install)
 
-    return run_worker(settings, loglevel=loglevel.lower(), extend=extend)
+        return run_worker(
+            settings,
+            loglevel=loglevel.lower(),
+            extend=extend,
+            startup=(startup, report),
+        )
+    finally:
+        startup.stop()
+
+
+@cli.command()
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    show_default="$CHANGEFEED_EVENTS_API_PORT, else 6067",
+    help="port to serve on",
+)
+@click.option(
+    "--worker-url",
+    metavar="URL",
+    default=None,
+    show_default="$CHANGEFEED_WORKER_URL; unset: subject state from the index",
+    help="a worker to forward subject-state lookups to",
+)
+@_pass_globals
+def api(g: _Globals, port: int | None, worker_url: str | None) -> int:
+    """Serve the events API on its own, without processing.
+
+    Indexes every partition of changes and serves /v1, /openapi.json, /explorer, /healthz,
+    /readyz, /livez and /metrics; run as many as reads need, beside the workers, with the same
+    CHANGEFEED_SECRET so cursors work across all of them.
+    """
+    import logging
+
+    from events_api.server import run_api_server
+
+    settings = g.settings()
+    if worker_url:
+        settings = settings.with_(worker_url=worker_url)
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+    )
+    return run_api_server(
+        settings,
+        host=settings.api_host,
+        port=port or settings.events_api_port,
+        worker_url=settings.worker_url,
+    )
 
 
 @cli.command("demo-api")

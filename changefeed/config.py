@@ -121,6 +121,10 @@ class Settings:
     app_id: str = "changefeed"
     data_dir: Path = field(default_factory=lambda: _default_home() / "worker")
     worker_web_port: int = 6066
+    events_api_port: int = 6067
+    """Port of a standalone events API server (``changefeed api``)."""
+    worker_url: str | None = None
+    """A worker's base URL, to which a standalone API server forwards subject states."""
     api_host: str = "127.0.0.1"
     demo_api_port: int = 8000
     redact_paths: tuple[str, ...] = ("/api_key", "/password", "/secret", "/token", "/card_number")
@@ -140,6 +144,11 @@ class Settings:
             raise ConfigError(f"retention_ms must be at least one minute, got {self.retention_ms}")
         if not self.bootstrap:
             raise ConfigError("bootstrap servers must not be empty")
+        if self.worker_url is not None and not self.worker_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"CHANGEFEED_WORKER_URL must be an http(s) URL such as http://worker:6066, "
+                f"got {self.worker_url!r}"
+            )
 
     def derived_key(self, purpose: str) -> bytes:
         """A 32-byte key for one purpose (``"redact"``, ``"cursor"``), derived from the secret,
@@ -177,6 +186,8 @@ class Settings:
             app_id=env.get("CHANGEFEED_APP_ID", "changefeed"),
             data_dir=Path(env.get("CHANGEFEED_DATA_DIR", str(home / "worker"))),
             worker_web_port=_int(env, "CHANGEFEED_WORKER_PORT", 6066),
+            events_api_port=_int(env, "CHANGEFEED_EVENTS_API_PORT", 6067),
+            worker_url=env.get("CHANGEFEED_WORKER_URL") or None,
             api_host=env.get("CHANGEFEED_API_HOST", "127.0.0.1"),
             demo_api_port=_int(env, "CHANGEFEED_DEMO_API_PORT", 8000),
             redact_paths=tuple(p for p in redact.split(",") if p)

@@ -215,7 +215,7 @@ def _print_summary(
 Where to look
   events API       {worker_url}   (see README: /v1/events ..., /openapi.json)
   events explorer  {worker_url}/explorer   (sign in with an API key)
-  worker health    {worker_url}/healthz     counters: {worker_url}/metrics
+  worker health    {worker_url}/healthz     metrics: {worker_url}/metrics
   demo API         {demo_url}   (POST /v1/projects, /v1/expense_reports, ...)
   topics           changefeed topics describe
   logs             {log_dir}

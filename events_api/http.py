@@ -6,6 +6,8 @@ server), so its middlewares apply to the events API only:
 * ``errors`` turns every failure into ``{"error": {"code", "message"}}``: an
   :class:`~events_api.errors.ApiError` with its status, aiohttp's own 404/405 as they
   are, anything else as a 500 that says nothing of the exception (it is logged).
+* ``timing`` (when given) records each request's duration by route and status
+  (:mod:`events_api.metrics`).
 * ``authenticate`` requires ``Authorization: Bearer <key>`` (or ``X-Api-Key: <key>``) and
   puts the key's :class:`~events_api.scope.Scope` on the request. Nothing else a
   request carries can change the scope.
@@ -22,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from events_api.access.keyring import KeyRing
 from events_api.access.keys import ApiKeyRecord
@@ -201,9 +204,17 @@ async def whoami(request: web.Request) -> web.Response:
     return _json(json.dumps(body, ensure_ascii=False))
 
 
-def build_events_app(feed: FeedService, keys: KeyRing) -> web.Application:
-    """The ``/v1`` sub-application; mount it with ``root.add_subapp("/v1", app)``."""
-    app = web.Application(middlewares=[errors, authenticate])
+def build_events_app(
+    feed: FeedService, keys: KeyRing, *, timing: Middleware | None = None
+) -> web.Application:
+    """The ``/v1`` sub-application; mount it with ``root.add_subapp("/v1", app)``.
+
+    ``timing`` (:meth:`events_api.metrics.EventsApiMetrics.middleware`) runs outermost, so
+    it sees the status of every answer, errors included."""
+    middlewares: list[Middleware] = [errors, authenticate]
+    if timing is not None:
+        middlewares.insert(0, timing)
+    app = web.Application(middlewares=middlewares)
     app[FEED] = feed
     app[KEYS] = keys
     app[OPENAPI_DOCUMENT] = copy.deepcopy(OPENAPI)

@@ -313,6 +313,26 @@ class FeedIndexer:
         self._consumer: AIOKafkaConsumer | None = None
         self._tps: list[TopicPartition] = []
         self._assigned = asyncio.Event()
+        self._positions: dict[int, int] = {}
+
+    @property
+    def following(self) -> bool:
+        """Whether the indexer is assigned every partition of its topic and reading."""
+        return self._assigned.is_set() and bool(self._positions)
+
+    def records_behind(self) -> dict[int, int]:
+        """Committed records not indexed yet, by partition, where the end is known (from
+        the latest fetch: empty until the indexer has fetched)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lag = {}
+        for tp in self._tps:
+            end = consumer.last_stable_offset(tp)
+            position = self._positions.get(tp.partition)
+            if end is not None and position is not None:
+                lag[tp.partition] = max(0, end - position)
+        return lag
 
     @property
     def skipped(self) -> int:
@@ -436,6 +456,7 @@ class FeedIndexer:
                     if m.value is not None
                 ]
                 tenants, indexed = await self._on_writer("write", records, positions)
+                self._positions = positions
                 self.indexed += indexed
                 self.failing_since, self.last_error = None, ""
                 self.lag.observe(time.monotonic(), self._ends(consumer, tps), positions)
@@ -444,7 +465,7 @@ class FeedIndexer:
                     self._progress.notify_all()
         finally:
             self._assigned.clear()
-            self._consumer, self._tps = None, []
+            self._consumer, self._tps, self._positions = None, [], {}
             await consumer.stop()
 
     @staticmethod

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from changefeed.config import Settings
 from events_api.access.key_topic import KeyFollower
@@ -21,6 +22,7 @@ from events_api.cursor import CursorSigner
 from events_api.http import build_events_app, mount
 from events_api.index import FeedIndex
 from events_api.indexer import FeedIndexer
+from events_api.metrics import EventsApiMetrics
 from events_api.service import FeedService
 from events_api.signals import TenantSignals
 from events_api.subjects import SubjectStates
@@ -31,7 +33,15 @@ def index_path(settings: Settings) -> Path:
 
 
 class EventsApi:
-    def __init__(self, settings: Settings, *, subjects: SubjectStates | None = None) -> None:
+    """``registry``: where the API's metrics go (default: a registry of its own)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        subjects: SubjectStates | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         topic = settings.topic("changes")
         self.settings = settings
         self.index = FeedIndex(index_path(settings), topic)
@@ -52,6 +62,8 @@ class EventsApi:
             retention_ms=settings.retention_ms,
             subjects=subjects,
         )
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = EventsApiMetrics(self.registry, self.indexer, self.signals)
         self._started = False
 
     async def start(self) -> None:
@@ -86,7 +98,7 @@ class EventsApi:
 
     def web_app(self) -> web.Application:
         """The ``/v1`` sub-application, starting and stopping this API with its server."""
-        app = build_events_app(self.feed, self.keys)
+        app = build_events_app(self.feed, self.keys, timing=self.metrics.middleware())
 
         async def lifecycle(_: web.Application) -> AsyncIterator[None]:
             await self.start()

@@ -3,7 +3,8 @@
 :func:`register_events_api` (added to the processors' app by ``changefeed worker``) serves the API
 (:mod:`events_api.http`) under ``/v1``, ``GET /openapi.json`` and the explorer page
 (``GET /explorer``, :mod:`events_api.explorer`) on the worker's web port, next to ``/healthz``
-and ``/metrics`` (``/`` stays Faust's); the feed index, its indexer and the key ring start and
+and ``/metrics`` (whose registry it shares, so one scrape shows processing and the API;
+``/`` stays Faust's); the feed index, its indexer and the key ring start and
 stop with that web server.
 
 Lists, fetches and long polls are answered from this worker's own index of every ``changes``
@@ -39,6 +40,7 @@ from events_api.runtime import EventsApi
 from events_api.subjects import SubjectStateView
 from processors import models
 from processors.health import HealthCheck, add_health_check, add_metrics
+from processors.metrics import metrics_registry
 from processors.tables import tables_of
 
 FORWARDED = "X-Changefeed-Forwarded"
@@ -59,10 +61,15 @@ def register_events_api(
     before it is mounted, behind the same authentication (``changefeed worker`` adds the
     webhooks endpoints); the events API knows nothing of them.
 
-    The feed index joins the worker's health (stuck or lagging: 503 with the reason) and
-    metrics (``feed_indexed``, ``feed_skipped``, ``feed_lag_s``).
+    The feed index joins the worker's health (stuck or lagging: 503 with the reason), its
+    JSON counters (``feed_indexed``, ``feed_skipped``, ``feed_lag_s`` in ``/metrics.json``)
+    and its Prometheus registry (:mod:`events_api.metrics`).
     """
-    api = EventsApi(settings, subjects=TableSubjectStates(app, settings.partitions))
+    api = EventsApi(
+        settings,
+        subjects=TableSubjectStates(app, settings.partitions),
+        registry=metrics_registry(app),
+    )
     events_app = api.web_app()
     if extend_api is not None:
         extend_api(events_app)

@@ -1,8 +1,9 @@
 """Builds the Faust app of the processors; declaring things is left to their own modules.
 
 :func:`create_app` returns a fully wired processing app: the ``process_actions`` agent
-(:mod:`processors.agents`), the five tables (:mod:`processors.tables`) and the health views
-(:mod:`processors.health`), over Kafka transactions (:mod:`processors.exactly_once`).
+(:mod:`processors.agents`), the five tables (:mod:`processors.tables`), the health views
+(:mod:`processors.health`) and the Prometheus metrics (:mod:`processors.metrics`), over
+Kafka transactions (:mod:`processors.exactly_once`).
 
 Tuning, measured with ``bench/bench_pipeline.py`` on a 2-core machine:
 
@@ -28,6 +29,7 @@ from processors.agents import register_agents
 from processors.dead_letters import DeadLetterSealer
 from processors.exactly_once import CommittedTableManager, ExactlyOnceApp
 from processors.health import register_views
+from processors.metrics import register_metrics_view
 from processors.pipeline import ActionPipeline
 from processors.tables import define_tables
 from schemas.codec import default_codec
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> faust.App:
     tables = define_tables(app, settings)
     register_agents(app, settings, pipeline, tables)
     register_views(app, settings.bootstrap)
+    register_metrics_view(app)
     return app
 
 

@@ -103,12 +103,17 @@ class ExactlyOnceState:
     committed: dict[TP, int] = field(default_factory=dict)
     outbox: TransactionalOutbox | None = None
     commits: int = 0
+    """Commit rounds that committed something (one transaction per partition each)."""
+    transactions: int = 0
+    """Transactions committed: one per partition of each commit round."""
     commit_seconds: float = 0.0
     last_commit_at: float = 0.0
     epoch: int = 0
     """Moves on at every rebalance and stop; batches fetched in an earlier epoch are dropped."""
     before_commit: list[Callable[[], None]] = field(default_factory=list)
     """Called under the gate before each commit (the tables write their pending batches)."""
+    after_commit: list[Callable[[float], None]] = field(default_factory=list)
+    """Called with the seconds a commit round took, after each one that committed."""
 
     def mark_processed(self, tp: TP, offset: int) -> None:
         """The event at ``offset`` and all before it are done; commit up to offset + 1."""
@@ -244,6 +249,7 @@ class GatedTransactionManager(TransactionManager):
         """Commit every processed offset (``offsets``, Faust's view, is not used)."""
         state = exactly_once_state(self.app)
         began = time.monotonic()
+        rounds = state.commits
         try:
             async with state.sending:
                 async with state.gate:
@@ -261,7 +267,11 @@ class GatedTransactionManager(TransactionManager):
             raise
         finally:
             state.last_commit_at = time.monotonic()
-            state.commit_seconds += state.last_commit_at - began
+            elapsed = state.last_commit_at - began
+            state.commit_seconds += elapsed
+            if state.commits != rounds:
+                for observe in state.after_commit:
+                    observe(elapsed)
 
     async def _take_processed(self, state: ExactlyOnceState) -> dict[TP, int]:
         """Hand the outbox to the producers; the offsets that commit with it."""
@@ -287,6 +297,7 @@ class GatedTransactionManager(TransactionManager):
         )
         state.committed.update(due)
         state.commits += 1
+        state.transactions += len(due)
         return True
 
     async def _commit_one(self, tp: TP, offset: int, group_id: str, start_new: bool) -> None:

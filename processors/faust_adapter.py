@@ -29,24 +29,37 @@ with a message saying what to re-check.
    ``AppRunner`` with no way to pass server options; it is replaced before the server
    starts by one that applies :class:`~changefeed.config.WebLimits` (header read timeout,
    connection cap, see :mod:`changefeed.web_limits`).
+6. **What the consumer knows of a partition** (:func:`fetch_state`): position, highwater
+   and last stable offset from aiokafka's subscription state, for health and lag; and the
+   moment Faust's web server binds its port (:func:`before_web_server_binds`), so that the
+   server answering during the restore hands the port over without a gap.
+7. **Quiet logs** (:meth:`BatchingConsumer._commit_handler`,
+   :func:`quiet_library_logs`): the commit and livelock timers run without mode's
+   "Timer ... is overlapping" warning (a commit that takes longer than the commit interval
+   is expected under load: the next one simply starts later), and retriable conditions
+   the clients recover from by themselves are logged at INFO, not WARNING/ERROR.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import aiokafka
 import faust
 import rocksdict
+from faust.exceptions import ConsumerNotStarted
 from faust.stores import rocksdb
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode import Service
 from yarl import URL
 
 from changefeed.config import WebLimits
@@ -125,6 +138,11 @@ def batch_source(
     sources[topic] = _BatchedSource(channel, epoch)
 
 
+def batched_topics(app: faust.App) -> set[str]:
+    """The topics registered with :func:`batch_source` (the processors' source topics)."""
+    return set(_batched_sources(app))
+
+
 def _batched_sources(app: faust.App) -> dict[str, _BatchedSource]:
     sources: dict[str, _BatchedSource] = app.__dict__.get(_SOURCES_ATTR, {})
     return sources
@@ -195,6 +213,24 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
+    @Service.task
+    async def _commit_handler(self) -> None:
+        # Faust's runs on mode's itertimer, which warns "Timer commit is overlapping" each
+        # time a commit outlasts the interval (0.1 s): routine under load, and the next
+        # commit starts when this one ends either way. Same cadence, without the warning.
+        interval = self.commit_interval
+        await self.sleep(interval)
+        while not self.should_stop:
+            await self.commit()
+            await self.sleep(interval)
+
+    @Service.task
+    async def _commit_livelock_detector(self) -> None:
+        # Faust checks here that every assigned partition's stream received events lately;
+        # batched topics bypass the streams, so the check can only misfire for them. The
+        # agent's own progress is what health reports (processors.health).
+        return
+
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         """Commit what the agents processed, whatever Faust's acknowledgements say."""
         if self.app.client_only:
@@ -224,6 +260,130 @@ class BatchingApp(faust.App):
         if self.transaction_manager is not None:
             transport.TransactionManager = self.transaction_manager
         return transport
+
+
+# -- 6. fetch state ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchState:
+    """What the consumer knows of one assigned partition (None: not known yet).
+
+    ``highwater`` and ``last_stable`` come from the latest fetch response, so both are None
+    until the consumer has fetched the partition since it was assigned.
+    """
+
+    position: int | None
+    highwater: int | None
+    last_stable: int | None
+
+    @property
+    def end(self) -> int | None:
+        """Where reading ends: the last stable offset under ``read_committed``."""
+        return self.last_stable if self.last_stable is not None else self.highwater
+
+
+def assigned_partitions(app: faust.App) -> set[TP]:
+    """The consumer's assignment; empty while the consumer thread has not started."""
+    consumer = app._consumer  # type: ignore[attr-defined]
+    if consumer is None:
+        return set()  # never built: asking app.consumer would build one
+    try:
+        return set(consumer.assignment())
+    except ConsumerNotStarted:
+        return set()
+
+
+def fetch_state(app: faust.App, tp: TP) -> FetchState | None:
+    """The consumer's view of ``tp``; None when the consumer is not running or not assigned."""
+    try:
+        consumer = app.consumer._thread._consumer  # type: ignore[attr-defined]
+        if consumer is None:
+            return None
+        subscription = consumer._subscription.subscription
+        if subscription is None or subscription.assignment is None:
+            return None
+        state = subscription.assignment.state_value(aiokafka.TopicPartition(tp.topic, tp.partition))
+    except (AttributeError, KeyError):
+        return None
+    if state is None:
+        return None
+    position = state.position if state.has_valid_position else None
+    return FetchState(position=position, highwater=state.highwater, last_stable=state.lso)
+
+
+def before_web_server_binds(app: faust.App, callback: Callable[[], None]) -> None:
+    """Call ``callback`` right before Faust's web server binds its port (every time).
+
+    ``Web.start_server`` (faust/web/drivers/aiohttp.py) first sets up its application,
+    which starts what is mounted on it (the events API starts its index writer process: a
+    second or so), then creates the site and binds: the callback runs between the two.
+    """
+    web = app.web
+    create_site = web._create_site  # type: ignore[attr-defined]
+
+    def create_site_after_callback() -> Any:
+        callback()
+        return create_site()
+
+    web._create_site = create_site_after_callback  # type: ignore[attr-defined]
+
+
+# -- 7. quiet logs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetriableNotice:
+    """A library log record that reports a condition the client retries by itself."""
+
+    logger: str
+    pattern: re.Pattern[str]
+    why: str
+
+
+RETRIABLE_NOTICES: tuple[RetriableNotice, ...] = (
+    RetriableNotice(
+        "aiokafka.consumer.group_coordinator",
+        re.compile(r"GroupCoordinatorNotAvailableError|CoordinatorNotAvailable"),
+        "a fresh broker creates __consumer_offsets on the first group request; the "
+        "client asks again until the coordinator is there",
+    ),
+    RetriableNotice(
+        "aiokafka.producer.sender",
+        re.compile(r"NotEnoughReplicas|NOT_ENOUGH_REPLICAS"),
+        "Kafka 4.1 answers the first produce of a transaction with NOT_ENOUGH_REPLICAS "
+        "while it verifies the transaction (KIP-890); the producer retries at once",
+    ),
+)
+"""Records logged at WARNING/ERROR by aiokafka for conditions it retries on its own; they
+are lowered to INFO (never dropped). When the condition persists the client raises
+(delivery timeout, coordinator timeout) and that error is logged where it is handled."""
+
+
+class RetriableToInfo(logging.Filter):
+    """Lowers matching records of one logger to INFO; every other record passes unchanged."""
+
+    def __init__(self, notices: tuple[RetriableNotice, ...]) -> None:
+        super().__init__()
+        self.notices = notices
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO and record.levelno < logging.CRITICAL:
+            message = record.getMessage()
+            if any(n.pattern.search(message) for n in self.notices):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_library_logs() -> None:
+    """Install :class:`RetriableToInfo` on the loggers of :data:`RETRIABLE_NOTICES` (once)."""
+    by_logger: dict[str, list[RetriableNotice]] = {}
+    for notice in RETRIABLE_NOTICES:
+        by_logger.setdefault(notice.logger, []).append(notice)
+    for name, notices in by_logger.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RetriableToInfo) for f in logger.filters):
+            logger.addFilter(RetriableToInfo(tuple(notices)))
 
 
 # -- 3. transactional producers ---------------------------------------------------------

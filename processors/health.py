@@ -1,19 +1,35 @@
 """Liveness, readiness and counters of a worker, served by Faust's web server.
 
-``GET /healthz`` answers 200 once the worker owns its partitions and has restored their
-tables (it is processing), 503 before that, while a rebalance is under way, while the
-broker does not answer (:class:`BrokerProbe`: a metadata request every
-:data:`PROBE_INTERVAL_S`; unreachable once none succeeded for :data:`BROKER_DOWN_AFTER_S`),
-and while a check that another part of the worker added (:func:`add_health_check`: the
-events API adds its feed index, stuck or lagging) fails; the body says which, with
-``reason``. Decisions are pure functions of the observed state (:func:`broker_health`).
+Readiness is a list of named checks (:func:`health_checks`, in one place), each passing or
+failing with a short ``code`` (for probes and dashboards) and a ``reason`` (for people); the
+worker is ready when all pass, and the first failing one is *the* reason:
 
-``GET /metrics`` returns the counters of this worker process as JSON: actions
+* ``tables``: the tables of the assigned partitions are restored (``restoring``);
+* ``assignment``: no rebalance is under way (``rebalancing``);
+* ``agents``: the agents have started (``starting``);
+* ``consuming``: since the latest assignment, every assigned source partition has either
+  had records processed or been fetched and found to hold nothing more (``starting`` the
+  first time, ``rebalancing`` after): 200 means records flow, not merely that partitions
+  are assigned;
+* ``broker``: the broker answers (:class:`BrokerProbe`: a metadata request every
+  :data:`PROBE_INTERVAL_S`; ``broker_unreachable`` once none succeeded for
+  :data:`BROKER_DOWN_AFTER_S`);
+* and the checks other parts add (:func:`add_health_check`: the events API adds its feed
+  index, stuck or lagging; the code is the check's name).
+
+Decisions are pure functions of the observed state (:func:`broker_health`, the checks).
+``GET /healthz`` (and ``GET /readyz``) answers 200 when ready, 503 otherwise, with
+``{"ready", "reason", "reasons", "checks", ...}``. ``GET /livez`` answers 200 while the
+process runs and has not crashed (503 after: restart it). Before Faust's web server runs
+(imports, topics, the bulk restore) the same paths answer from
+:mod:`processors.startup_server`, with ``starting`` / ``restoring`` and its progress.
+
+``GET /metrics.json`` returns the counters of this worker process as JSON: actions
 processed, changes emitted (``late`` ones counted apart as well), duplicates dropped, no-op
-updates, dead letters, commits (each one transaction per partition) and the time spent
-committing (processing goes on meanwhile, but for handing the outbox over). Counters start
-at zero when the process starts; they count work done, including work a crash later rolled
-back.
+updates, dead letters, commits (each one transaction per partition), the time spent
+committing, and what other parts add (:func:`add_metrics`). Counters start at zero when
+the process starts; they count work done, including work a crash later rolled back.
+``GET /metrics`` is the Prometheus view (:mod:`processors.metrics`).
 """
 
 from __future__ import annotations
@@ -25,13 +41,14 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.web import Request, Response, View
 
 from processors.exactly_once import exactly_once_state
+from processors.faust_adapter import assigned_partitions, batched_topics, fetch_state
 from processors.pipeline import OutcomeKind
 
 
@@ -72,11 +89,13 @@ BROKER_DOWN_AFTER_S = 6.0
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """One part's verdict: ``ok``, why not (``reason``), and figures worth showing."""
+    """One part's verdict: ``ok``, why not (``reason``, for people; ``code``, short, for
+    probes and dashboards: the check's name when not given), and figures worth showing."""
 
     ok: bool
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    code: str = ""
 
     def body(self) -> dict[str, Any]:
         return {"ok": self.ok, **({"reason": self.reason} if self.reason else {}), **self.details}
@@ -91,6 +110,7 @@ class _Extras:
     checks: dict[str, HealthSource] = field(default_factory=dict)
     metrics: list[MetricsSource] = field(default_factory=list)
     probe: BrokerProbe | None = None
+    consumed_once: bool = False
 
 
 _EXTRAS: weakref.WeakKeyDictionary[faust.App, _Extras] = weakref.WeakKeyDictionary()
@@ -132,7 +152,9 @@ def broker_health(
     reason = f"the Kafka broker has not answered for {silent_s:.0f}s"
     if last_error:
         reason += f" ({last_error})"
-    return HealthCheck(False, reason, {"unanswered_s": round(silent_s, 1)})
+    return HealthCheck(
+        False, reason, {"unanswered_s": round(silent_s, 1)}, code="broker_unreachable"
+    )
 
 
 class BrokerProbe:
@@ -191,26 +213,19 @@ def counters_of(app: faust.App) -> ProcessingCounters:
     return counters
 
 
-def readiness(app: faust.App) -> dict[str, Any]:
-    """Why the worker is or is not ready; ``ready`` is the verdict."""
-    assignment = app.consumer.assignment() if app.consumer is not None else set()
-    tables_ready = bool(app.tables.actives_ready)
-    rebalancing = bool(app.rebalancing)
-    started = bool(app.agents) and all(agent.started for agent in app.agents.values())
-    return {
-        "ready": tables_ready and not rebalancing and started,
-        "tables_restored": tables_ready,
-        "rebalancing": rebalancing,
-        "agents_started": started,
-        "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assignment),
+def health_checks(app: faust.App) -> dict[str, HealthCheck]:
+    """Every named check of the worker, in order; the first failing one is the reason.
+
+    The processors' own (``tables``, ``assignment``, ``agents``, ``consuming``), then the
+    broker probe (``broker``), then those other parts added (:func:`add_health_check`).
+    """
+    checks = {
+        "tables": tables_check(app),
+        "assignment": assignment_check(app),
+        "agents": agents_check(app),
+        "consuming": consuming_check(app),
     }
-
-
-def health_of(app: faust.App) -> tuple[bool, dict[str, Any]]:
-    """The verdict of ``/healthz`` and its body: readiness, the broker, added checks."""
-    state = readiness(app)
     extras = _extras(app)
-    checks: dict[str, HealthCheck] = {}
     if extras.probe is not None:
         checks["broker"] = extras.probe.health()
     for name, source in extras.checks.items():
@@ -218,19 +233,110 @@ def health_of(app: faust.App) -> tuple[bool, dict[str, Any]]:
             checks[name] = source()
         except Exception as exc:  # noqa: BLE001 - a failing check is a failed check
             checks[name] = HealthCheck(False, f"the {name} check failed: {exc}")
-    reasons = [f"{name}: {check.reason}" for name, check in checks.items() if not check.ok]
-    if not state["ready"]:
-        reasons.insert(0, "not processing yet (restoring tables or rebalancing)")
-    ready = not reasons
-    body = {**state, "ready": ready, "checks": {n: c.body() for n, c in checks.items()}}
-    if reasons:
-        body["reason"] = "; ".join(reasons)
-    return ready, body
+    return checks
+
+
+def tables_check(app: faust.App) -> HealthCheck:
+    if app.tables.actives_ready:
+        return HealthCheck(True)
+    return HealthCheck(False, "the assigned partitions' tables are restoring", code="restoring")
+
+
+def assignment_check(app: faust.App) -> HealthCheck:
+    if not app.rebalancing:
+        return HealthCheck(True)
+    return HealthCheck(False, "the workers are rebalancing partitions", code="rebalancing")
+
+
+def agents_check(app: faust.App) -> HealthCheck:
+    if app.agents and all(agent.started for agent in app.agents.values()):
+        return HealthCheck(True)
+    return HealthCheck(False, "the agents have not started yet", code="starting")
+
+
+def consuming_check(app: faust.App) -> HealthCheck:
+    """Whether every assigned source partition has been consumed since its assignment."""
+    extras = _extras(app)
+    waiting = unconsumed_partitions(app)
+    if not waiting:
+        extras.consumed_once = True
+        return HealthCheck(True)
+    names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in waiting)
+    return HealthCheck(
+        False,
+        f"not consumed since assigned: {names}",
+        code="rebalancing" if extras.consumed_once else "starting",
+    )
+
+
+def unconsumed_partitions(app: faust.App) -> list[Any]:
+    """Assigned source partitions with neither a processed record nor a fetch that found
+    nothing more to read, since the latest assignment."""
+    sources = batched_topics(app)
+    processed = exactly_once_state(app).processed
+    waiting = []
+    for tp in sorted(assigned_partitions(app)):
+        if tp.topic not in sources or tp in processed:
+            continue
+        fetched = fetch_state(app, tp)
+        if (
+            fetched is not None
+            and fetched.end is not None
+            and fetched.position is not None
+            and fetched.position >= fetched.end
+        ):
+            continue  # fetched, and nothing to read
+        waiting.append(tp)
+    return waiting
+
+
+def readiness(app: faust.App) -> dict[str, Any]:
+    """The body of ``/healthz``: ``ready`` is the verdict, ``reason`` the first failing
+    check's code, ``reasons`` every failing one's, ``checks`` each check's body."""
+    checks = health_checks(app)
+    failing = [(name, check) for name, check in checks.items() if not check.ok]
+    codes = list(dict.fromkeys(check.code or name for name, check in failing))
+    assignment = assigned_partitions(app)
+    return {
+        "ready": not failing,
+        "reason": codes[0] if codes else None,
+        "reasons": codes,
+        "checks": {name: check.body() for name, check in checks.items()},
+        "tables_restored": checks["tables"].ok,
+        "rebalancing": not checks["assignment"].ok,
+        "agents_started": checks["agents"].ok,
+        "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assignment),
+    }
+
+
+def health_of(app: faust.App) -> tuple[bool, dict[str, Any]]:
+    """The verdict of ``/healthz`` and its body (:func:`readiness`)."""
+    body = readiness(app)
+    return bool(body["ready"]), body
+
+
+def liveness(app: faust.App) -> dict[str, Any]:
+    """Alive unless the app crashed (a supervisor should then restart the process)."""
+    crashed = app.crash_reason
+    if crashed is None:
+        return {"alive": True}
+    return {"alive": False, "reason": f"crashed: {type(crashed).__name__}"}
+
+
+def counters_json(app: faust.App) -> dict[str, Any]:
+    """The body of ``/metrics.json``: the counters, and what other parts added."""
+    body: dict[str, Any] = asdict(counters_of(app))
+    exactly_once = exactly_once_state(app)
+    body["transactions_committed"] = exactly_once.commits
+    body["commit_seconds_total"] = round(exactly_once.commit_seconds, 3)
+    for source in _extras(app).metrics:
+        body.update(source())
+    return body
 
 
 def register_views(app: faust.App, bootstrap: str | None = None) -> None:
-    """Add ``/healthz`` and ``/metrics`` to the app's web server; with ``bootstrap``, probe
-    the broker for ``/healthz``."""
+    """Add ``/healthz``, ``/readyz``, ``/livez`` and ``/metrics.json`` to the app's web
+    server; with ``bootstrap``, probe the broker for ``/healthz``."""
     if bootstrap is not None:
         probe = _extras(app).probe = BrokerProbe(bootstrap)
 
@@ -241,16 +347,22 @@ def register_views(app: faust.App, bootstrap: str | None = None) -> None:
     @app.page("/healthz", name="healthz")
     class HealthView(View):
         async def get(self, request: Request) -> Response:
-            ready, body = health_of(self.app)
+            ready, body = health_of(cast(faust.App, self.app))
             return self.json(body, status=200 if ready else 503)
 
-    @app.page("/metrics", name="metrics")
-    class MetricsView(View):
+    @app.page("/readyz", name="readyz")
+    class ReadyView(View):
         async def get(self, request: Request) -> Response:
-            body: dict[str, Any] = asdict(counters_of(self.app))
-            exactly_once = exactly_once_state(self.app)
-            body["transactions_committed"] = exactly_once.commits
-            body["commit_seconds_total"] = round(exactly_once.commit_seconds, 3)
-            for source in _extras(self.app).metrics:
-                body.update(source())
-            return self.json(body)
+            ready, body = health_of(cast(faust.App, self.app))
+            return self.json(body, status=200 if ready else 503)
+
+    @app.page("/livez", name="livez")
+    class LiveView(View):
+        async def get(self, request: Request) -> Response:
+            state = liveness(cast(faust.App, self.app))
+            return self.json(state, status=200 if state["alive"] else 503)
+
+    @app.page("/metrics.json", name="metrics_json")
+    class CountersView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(counters_json(cast(faust.App, self.app)))

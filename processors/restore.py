@@ -12,6 +12,10 @@ after that offset.
 Every partition of every changelog is restored, whether or not this worker will be assigned
 it: a worker that is not assigned a partition ignores its file, and one assigned it later
 reads from the recorded offset on.
+
+Progress (:class:`RestoreReport`: records written, offsets read out of the total to read,
+changelogs done) is updated as the restore goes, for the worker's health answers during
+the restore, and logged at INFO at least every :data:`PROGRESS_LOG_S` seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiokafka
@@ -28,10 +31,14 @@ import rocksdict
 
 from changefeed.config import Settings
 from processors.errors import ProcessingError
+from processors.restore_progress import RestoreReport
+
+__all__ = ["RestoreError", "RestoreReport", "restore", "restore_tables"]
 
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_MS = 1000
+PROGRESS_LOG_S = 10.0
 # The offset key faust.stores.rocksdb.Store keeps in every partition file.
 OFFSET_KEY = b"__faust\x00offset__"
 
@@ -40,26 +47,45 @@ class RestoreError(ProcessingError):
     """The changelogs could not be read to the end."""
 
 
-@dataclass
-class RestoreReport:
-    records: int = 0
-    seconds: float = 0.0
-    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        rate = self.records / self.seconds if self.seconds else 0.0
-        return f"restored {self.records} changelog records in {self.seconds:.1f}s ({rate:,.0f}/s)"
-
-
 def restore_tables(
-    app: faust.App, settings: Settings, *, timeout_s: float = 3600.0
+    app: faust.App,
+    settings: Settings,
+    *,
+    timeout_s: float = 3600.0,
+    report: RestoreReport | None = None,
 ) -> RestoreReport:
-    """Fill the app's local table files from the committed changelogs; blocks until done."""
-    return asyncio.run(_restore(app, settings, timeout_s))
+    """Fill the app's local table files from the committed changelogs; blocks until done.
+    ``report`` (if given) shows the progress meanwhile, to other threads too."""
+    return asyncio.run(restore(app, settings, timeout_s=timeout_s, report=report))
 
 
-async def _restore(app: faust.App, settings: Settings, timeout_s: float) -> RestoreReport:
-    began = time.monotonic()
+async def restore(
+    app: faust.App,
+    settings: Settings,
+    *,
+    timeout_s: float = 3600.0,
+    report: RestoreReport | None = None,
+) -> RestoreReport:
+    """:func:`restore_tables` in a running event loop; ``report`` is updated as it goes."""
+    report = report if report is not None else RestoreReport()
+    ticker = asyncio.create_task(_log_progress(report))
+    try:
+        return await _restore(app, settings, timeout_s, report)
+    finally:
+        ticker.cancel()
+
+
+async def _log_progress(report: RestoreReport) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_LOG_S)
+        log.info(report.describe_progress())
+
+
+async def _restore(
+    app: faust.App, settings: Settings, timeout_s: float, report: RestoreReport
+) -> RestoreReport:
+    began = report.began = time.monotonic()
+    report.started = True
     stores = {table.changelog_topic.get_topic_name(): table.data for table in app.tables.values()}
     consumer = aiokafka.AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
@@ -70,15 +96,25 @@ async def _restore(app: faust.App, settings: Settings, timeout_s: float) -> Rest
         fetch_max_bytes=8 * 1024 * 1024,
     )
     await consumer.start()
-    report = RestoreReport()
+    report.changelogs = len(stores)
     dbs: dict[tuple[str, int], Any] = {}
     deadline = time.monotonic() + timeout_s
     try:
+        everything = [
+            aiokafka.TopicPartition(topic, p)
+            for topic in stores
+            for p in range(settings.partitions)
+        ]
+        firsts = await consumer.beginning_offsets(everything)
+        lasts = await consumer.end_offsets(everything)
+        report.offsets_total = sum(max(0, lasts[tp] - firsts[tp]) for tp in everything)
+        log.info(report.describe_progress())
         # One changelog at a time: the consumer prefetches for every assigned partition, so
         # this bounds what sits decoded in memory to one table's partitions.
         for topic in stores:
             partitions = [aiokafka.TopicPartition(topic, p) for p in range(settings.partitions)]
             await _restore_topic(consumer, partitions, stores[topic], dbs, report, deadline)
+            report.changelogs_done += 1
         for key, offset in report.last_offsets.items():
             dbs[key].put(OFFSET_KEY, str(offset).encode())
     finally:
@@ -87,6 +123,7 @@ async def _restore(app: faust.App, settings: Settings, timeout_s: float) -> Rest
             db.flush()  # no write-ahead log: what is not flushed is not on disk
             db.close()
     report.seconds = time.monotonic() - began
+    report.done = True
     log.info(report.describe())
     return report
 
@@ -102,6 +139,7 @@ async def _restore_topic(
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
     ends = await consumer.end_offsets(partitions)  # last stable offsets
+    begins = await consumer.beginning_offsets(partitions)
     pending = {tp for tp in partitions if ends[tp] > 0}
     while pending:
         if time.monotonic() > deadline:
@@ -123,7 +161,9 @@ async def _restore_topic(
             report.records += len(records)
             report.last_offsets[(tp.topic, tp.partition)] = records[-1].offset
         for tp in list(pending):
-            if await consumer.position(tp) >= ends[tp]:
+            position = await consumer.position(tp)
+            report.offsets_read[(tp.topic, tp.partition)] = max(0, position - begins[tp])
+            if position >= ends[tp]:
                 pending.discard(tp)
 
 

@@ -3,6 +3,7 @@
 Endpoints (JSON; API version ``v1`` is part of the path and recorded in each action)::
 
     GET    /healthz
+    GET    /metrics                             Prometheus: the publisher's spool depth, ...
     POST   /v1/{resource}                       create      resource: projects,
     GET    /v1/{resource}/{id}                  read                  expense_reports,
     PATCH  /v1/{resource}/{id}                  update                expenses
@@ -51,6 +52,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from changefeed.config import Settings
 from producers.actions import Caller
@@ -103,6 +106,7 @@ SINK: web.AppKey[ActionSink] = web.AppKey("sink")
 FINGERPRINT: web.AppKey[Fingerprint] = web.AppKey("fingerprint")
 DEFERRED: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("deferred")
 REDACTOR: web.AppKey[Redactor] = web.AppKey("redactor")
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry")
 
 
 def create_demo_app(
@@ -111,8 +115,10 @@ def create_demo_app(
     *,
     fingerprint: Fingerprint | None = None,
     service: DemoService | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> web.Application:
-    """The aiohttp application; ``publisher`` receives every action (a fake one in tests)."""
+    """The aiohttp application; ``publisher`` receives every action (a fake one in tests).
+    With a ``registry``, ``GET /metrics`` serves it."""
     app = web.Application(middlewares=[_json_errors])
     app[SERVICE] = service or DemoService(settings.source)
     app[SINK] = publisher
@@ -120,6 +126,9 @@ def create_demo_app(
     app[DEFERRED] = set()
     app[REDACTOR] = settings.redactor()
     app.router.add_get("/healthz", _healthz)
+    if registry is not None:
+        app[REGISTRY] = registry
+        app.router.add_get("/metrics", _metrics)
     app.router.add_post(f"/{API_VERSION}/events", _generate_event)
     app.router.add_post(f"/{API_VERSION}/expense_reports/{{id}}/approve", _approve_report)
     app.router.add_post(f"/{API_VERSION}/{{resource}}", _create)
@@ -134,9 +143,12 @@ def run_demo_api(settings: Settings) -> int:
     """Serve the demo API on ``settings.api_host:settings.demo_api_port`` until interrupted."""
     from changefeed.web_limits import serve_app
     from producers.publisher import Publisher, default_spool_dir
+    from producers.publisher_metrics import PublisherCollector
 
     publisher = Publisher(settings, spool_dir=default_spool_dir(settings, "demo-api"))
-    app = create_demo_app(settings, publisher)
+    registry = CollectorRegistry()
+    registry.register(PublisherCollector(publisher.stats))
+    app = create_demo_app(settings, publisher, registry=registry)
 
     async def close_publisher(_: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, publisher.close)
@@ -150,6 +162,11 @@ def run_demo_api(settings: Settings) -> int:
 # -- handlers ---------------------------------------------------------------------------------
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encode(request.app[REGISTRY]), headers={"Content-Type": content_type})
 
 
 async def _create(request: web.Request) -> web.Response:

@@ -95,7 +95,7 @@ class WorkerProcess:
             return None
 
     def metrics(self) -> dict[str, int]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics.json", timeout=5) as r:
             body: dict[str, int] = json.loads(r.read())
             return body
 

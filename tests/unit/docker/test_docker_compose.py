@@ -8,6 +8,7 @@ the Compose CLI (no engine) and is skipped where that is missing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,7 +28,9 @@ REPO = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO / "docker" / "compose.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 
-APP_SERVICES = ("topics-init", "worker", "demo-api", "loadgen")
+APP_SERVICES = ("topics-init", "worker", "api", "demo-api", "loadgen")
+SCALED_SERVICES = ("worker", "api")
+TEST_SECRET = "compose-test-secret-0123456789"
 ONE_SHOT_SERVICES = {"topics-init", "loadgen"}
 
 
@@ -51,7 +54,7 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     raw = service.get("environment") or {}
     if isinstance(raw, list):
         raw = dict(item.split("=", 1) for item in raw)
-    return {str(k): _scalar(v) for k, v in raw.items()}
+    return {str(k): _interpolate(_scalar(v)) for k, v in raw.items()}
 
 
 def _scalar(value: object) -> str:
@@ -59,12 +62,20 @@ def _scalar(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
 def _interpolate(text: str) -> str:
-    """Resolve ``${VAR:-default}`` to its default, as Compose does with VAR unset."""
-    return _INTERPOLATION.sub(lambda m: m.group(2) or "", text).replace("$$", "$")
+    """Resolve ``${VAR:-default}`` to its default, as Compose does with VAR unset, and a
+    required ``${VAR:?message}`` to the value the tests give it."""
+
+    def resolve(match: re.Match[str]) -> str:
+        if match.group(2) == "?":
+            assert match.group(1) == "CHANGEFEED_SECRET", f"unexpected required {match.group(0)}"
+            return TEST_SECRET
+        return match.group(3) or ""
+
+    return _INTERPOLATION.sub(resolve, text).replace("$$", "$")
 
 
 def _command(service: dict[str, Any]) -> list[str]:
@@ -205,7 +216,7 @@ def test_every_long_running_service_has_a_healthcheck(
 
 def test_dependency_chain(services: dict[str, dict[str, Any]]) -> None:
     assert _dependency(services["topics-init"], "kafka") == "service_healthy"
-    for name in ("worker", "demo-api"):
+    for name in ("worker", "api", "demo-api"):
         assert _dependency(services[name], "topics-init") == "service_completed_successfully"
     assert _dependency(services["loadgen"], "demo-api") == "service_healthy"
     assert _dependency(services["loadgen"], "worker") == "service_healthy"
@@ -248,6 +259,7 @@ def test_compose_commands_are_cli_subcommands(services: dict[str, dict[str, Any]
 def test_commands_match_their_service(services: dict[str, dict[str, Any]]) -> None:
     assert _command(services["topics-init"]) == ["topics", "ensure"]
     assert _command(services["worker"]) == ["worker"]
+    assert _command(services["api"]) == ["api"]
     assert _command(services["demo-api"]) == ["demo-api"]
     assert _command(services["loadgen"])[0] == "loadgen"
 
@@ -257,6 +269,7 @@ def test_http_services_listen_on_their_published_port(
 ) -> None:
     for name, port_var in (
         ("worker", "CHANGEFEED_WORKER_PORT"),
+        ("api", "CHANGEFEED_EVENTS_API_PORT"),
         ("demo-api", "CHANGEFEED_DEMO_API_PORT"),
     ):
         env = _env(services[name])
@@ -264,11 +277,42 @@ def test_http_services_listen_on_their_published_port(
         assert int(env[port_var]) in _container_ports(services[name]), name
 
 
-def test_worker_state_is_on_a_named_volume(compose: dict[str, Any]) -> None:
-    worker = compose["services"]["worker"]
-    data_dir = _env(worker)["CHANGEFEED_DATA_DIR"]
-    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in worker.get("volumes", [])}
-    assert mounts.get(data_dir) in (compose.get("volumes") or {})
+def test_scaled_services_clash_on_no_host_port_and_share_no_state(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """``--scale worker=2 --scale api=2`` works: no fixed host port, no shared data dir
+    (RocksDB and the feed index lock their files); the Dockerfile's VOLUME gives each
+    container a volume of its own."""
+    for name in SCALED_SERVICES:
+        service = services[name]
+        assert not service.get("container_name"), name
+        for entry in service.get("ports", []):
+            if isinstance(entry, dict):
+                assert not entry.get("published"), f"{name} publishes a fixed host port"
+                continue
+            parts = str(entry).split(":")
+            host_port = parts[-2] if len(parts) >= 2 else ""
+            assert host_port == "", f"{name}: {entry} fixes the host port"
+        data_dir = _env(service)["CHANGEFEED_DATA_DIR"]
+        for volume in service.get("volumes", []):
+            assert str(volume).split(":")[1] != data_dir, f"{name} shares its data dir"
+    assert _final_env()["CHANGEFEED_DATA_DIR"] == "/var/lib/changefeed"
+
+
+def test_every_process_shares_one_secret(services: dict[str, dict[str, Any]]) -> None:
+    """Cursors signed by one API server or worker are accepted by every other one."""
+    secrets = {_env(services[name]).get("CHANGEFEED_SECRET") for name in APP_SERVICES}
+    assert secrets == {TEST_SECRET}, "every app service must take CHANGEFEED_SECRET"
+    raw = COMPOSE_FILE.read_text()
+    assert "${CHANGEFEED_SECRET:?" in raw, "no default secret: compose must require one"
+
+
+def test_api_server_forwards_subject_state_to_the_workers(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = _env(services["api"])
+    worker_port = _env(services["worker"])["CHANGEFEED_WORKER_PORT"]
+    assert env["CHANGEFEED_WORKER_URL"] == f"http://worker:{worker_port}"
 
 
 def test_pulled_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
@@ -311,7 +355,7 @@ def test_dockerfile_entrypoint_and_command() -> None:
     assert json.loads(last["ENTRYPOINT"]) == ["changefeed"]
     assert json.loads(last["CMD"]) == ["worker"]
     exposed = " ".join(args for ins, args in stage if ins == "EXPOSE").split()
-    assert {"6066", "8000"} <= set(exposed)
+    assert {"6066", "6067", "8000"} <= set(exposed)
     assert _final_env()["PYTHONUNBUFFERED"] == "1"
 
 
@@ -338,6 +382,7 @@ def test_compose_config_is_valid() -> None:
     cli = _compose_cli()
     if cli is None:
         pytest.skip("the Docker Compose CLI (`docker compose`) is not installed")
+    env = {**os.environ, "CHANGEFEED_SECRET": TEST_SECRET}
     for profile_args in ([], ["--profile", "demo"]):
         result = subprocess.run(
             [*cli, "-f", str(COMPOSE_FILE), *profile_args, "config", "-q"],
@@ -345,5 +390,6 @@ def test_compose_config_is_valid() -> None:
             text=True,
             timeout=60,
             cwd=REPO,
+            env=env,
         )
         assert result.returncode == 0, result.stderr
