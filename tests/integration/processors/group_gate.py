@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,25 @@ class GroupProbe:
 
     def close(self) -> None:
         self.admin.close()
+
+
+def next_leader(members_in_join_order: Sequence[str]) -> str:
+    """The member the coordinator makes leader when the current leader leaves the group.
+
+    Kafka 4.1's ``ClassicGroup.remove`` takes the first key of its ``java.util.HashMap`` of
+    members: the lowest bucket of a 16-bucket table (``String.hashCode`` spread by
+    ``h ^ h >>> 16``), members of one bucket in the order they joined. The liveness test
+    uses it to decide which of two joining workers to kill so that the survivor does (or
+    does not) lead the next generation; the test checks afterwards that it did.
+    """
+
+    def bucket(member_id: str) -> int:
+        h = 0
+        for char in member_id:
+            h = (31 * h + ord(char)) & 0xFFFFFFFF
+        return (h ^ (h >> 16)) & 15
+
+    return min(members_in_join_order, key=lambda m: (bucket(m), members_in_join_order.index(m)))
 
 
 def group_report(bootstrap: str, group_id: str) -> str:

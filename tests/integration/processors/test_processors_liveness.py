@@ -5,9 +5,9 @@ cores are busy with something else.
 The kill lands where the CI failure had it: the worker has sent its JoinGroup and has no
 assignment yet. :class:`~group_gate.GroupGate` (a group member driven by the test) holds the
 rebalance open, so the worker stays in that state until the test has killed it, instead of for
-a few milliseconds. After the kill, a second worker must process new actions of **every**
-partition of ``actions`` within the session timeout plus a margin from the moment the group
-can move on.
+a few milliseconds; releasing the gate completes the rebalance with the dead worker in it.
+After the kill, the remaining worker must process new actions of **every** partition of
+``actions`` within the session timeout plus a margin from the moment the group can move on.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from group_gate import GroupGate, GroupProbe, GroupState
+from group_gate import GroupGate, GroupProbe, GroupState, next_leader
 from processors_harness import (
     ActionPublisher,
     TopicReader,
@@ -116,63 +116,92 @@ def wait_for_changes_everywhere(
     return time.monotonic() - since
 
 
+def wait_for_new_member(probe: GroupProbe, gate: GroupGate, known: set[str], what: str) -> str:
+    """The member id a worker got once its JoinGroup waits at the broker (the gate holds)."""
+    found: list[str] = []
+
+    def joined() -> bool:
+        state = joining_members(probe, gate)
+        fresh = state.members - known - {gate.member_id} if state else set()
+        found[:] = sorted(fresh)
+        return len(fresh) == 1
+
+    wait_until(joined, 180, what)
+    return found[0]
+
+
+def assignment_sizes(worker: WorkerProcess) -> list[int]:
+    """Sizes of the worker's assignments, in order (Faust logs each one)."""
+    return [int(n) for n in re.findall(r"for (\d+) assigned partitions", worker.tail(10**7))]
+
+
 @pytest.mark.parametrize("cores", ["idle-cores", "busy-cores"])
-@pytest.mark.parametrize("peer", ["started-after-the-kill", "joining-beside-it"])
+@pytest.mark.parametrize("case", ["alone", "survivor-leads", "dead-worker-leads"])
 def test_a_worker_killed_while_joining_costs_no_partition(
-    settings: Settings, tmp_path: Path, peer: str, cores: str, request: pytest.FixtureRequest
+    settings: Settings, tmp_path: Path, case: str, cores: str, request: pytest.FixtureRequest
 ) -> None:
-    """SIGKILL a worker whose JoinGroup is parked at the broker (no assignment yet); the next
+    """SIGKILL a worker whose JoinGroup waits at the broker (no assignment yet); the next
     worker processes every partition within the session timeout plus a margin.
 
-    ``joining-beside-it``: the second worker joined the same rebalance before the kill, so the
-    dead worker is a member of the generation that completes (the CI failure: the survivor,
-    leader or not, starts with half the partitions); ``started-after-the-kill``: the dead
-    worker is alone in that generation and the second worker comes later.
+    * ``alone``: the dead worker is the only member of the generation that completes (its
+      leader, which never sends SyncGroup); the second worker starts after the kill.
+    * ``survivor-leads``: a second worker joined the same rebalance before the kill and leads
+      the generation that completes, so it assigns half the partitions to the dead worker and
+      starts with the other half: the CI failure's "2 transactional producers for 7 assigned
+      partitions". The dead member's session must end, and the survivor take everything.
+    * ``dead-worker-leads``: the same, but the dead worker leads: the survivor waits in
+      SyncGroup for an assignment that never comes, until the dead leader's session ends.
+
+    Which of the two joining workers leads is the coordinator's choice
+    (:func:`group_gate.next_leader`); the test kills the one that makes the case, then
+    checks from the survivor's log that the case happened.
     """
     if cores == "busy-cores":
         request.getfixturevalue("busy_cores")
     probe = GroupProbe(settings.bootstrap, settings.app_id)
     gate = GroupGate(settings.bootstrap, settings.app_id, [settings.topic("actions")])
-    doomed = WorkerProcess(settings, tmp_path, name="doomed", data_dir=tmp_path / "doomed")
-    survivor = WorkerProcess(settings, tmp_path, name="survivor", data_dir=tmp_path / "survivor")
+    first = WorkerProcess(settings, tmp_path, name="first", data_dir=tmp_path / "first")
+    second = WorkerProcess(settings, tmp_path, name="second", data_dir=tmp_path / "second")
     changes = TopicReader(settings, [settings.topic("changes")])
+    doomed, survivor = first, second
     released = False
     try:
         gate.hold()
-        doomed.start()
-        expected_members = 2
-        if peer == "joining-beside-it":
-            survivor.start()
-            expected_members = 3
-        wait_until(
-            lambda: bool(
-                (state := joining_members(probe, gate))
-                and len(state.members) == expected_members
-                and log_has(doomed, JOINING)
-                and (peer != "joining-beside-it" or log_has(survivor, JOINING))
-            ),
-            180,
-            f"the workers' JoinGroup to wait at the broker; logs in {tmp_path}",
-        )
+        first.start()
+        first_id = wait_for_new_member(probe, gate, set(), f"the first worker; logs in {tmp_path}")
+        if case != "alone":
+            second.start()
+            second_id = wait_for_new_member(
+                probe, gate, {first_id}, f"the second worker; logs in {tmp_path}"
+            )
+            leader = next_leader([first_id, second_id])
+            follower = second_id if leader == first_id else first_id
+            doomed_id = leader if case == "dead-worker-leads" else follower
+            if doomed_id == second_id:
+                doomed, survivor = second, first
         doomed.kill()
         assert not log_has(doomed, ASSIGNED), "the worker was killed after its assignment"
         expected = publish_to_every_partition(settings, "after-kill")
         gate.release()
         released = True
         since = time.monotonic()
-        if peer == "started-after-the-kill":
+        if case == "alone":
             survivor.start()
             wait_until(lambda: log_has(survivor, JOINING), 180, "the second worker to join")
             since = time.monotonic()
         try:
-            took = wait_for_changes_everywhere(changes, expected, since, f"{peer}; {tmp_path}")
+            took = wait_for_changes_everywhere(changes, expected, since, f"{case}; {tmp_path}")
         except AssertionError as exc:  # who holds which partition
             raise AssertionError(f"{exc}; {probe.describe()}") from None
-        assignments = re.findall(r"for (\d+) assigned partitions", survivor.tail(10**7))
+        sizes = assignment_sizes(survivor)
         print(
-            f"{peer}, {cores}: every partition processed {took:.1f}s after the group could "
-            f"move on; the survivor's assignments (partitions): {assignments}"
+            f"{case}, {cores}: every partition processed {took:.1f}s after the group could "
+            f"move on; the survivor's assignments (partitions): {sizes}"
         )
+        if case == "survivor-leads":  # it started with a part, then got everything
+            assert len(sizes) >= 2 and sizes[0] < sizes[-1], (sizes, "next_leader out of date?")
+        else:  # it got everything at once
+            assert len(sizes) == 1, (sizes, "next_leader out of date?")
         assert survivor.process is not None and survivor.process.poll() is None, survivor.tail()
     finally:
         if not released:
@@ -180,7 +209,8 @@ def test_a_worker_killed_while_joining_costs_no_partition(
         changes.close()
         probe.close()
         doomed.kill()
-        survivor.stop()
+        if survivor.process is not None:
+            survivor.stop()
 
 
 @pytest.mark.slow
