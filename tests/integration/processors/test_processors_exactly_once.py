@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 from log_check import unexpected_lines
+from group_gate import group_report
+from kafka.partitioner.default import murmur2
 from processors_harness import (
     ActionPublisher,
     TopicReader,
@@ -147,8 +149,65 @@ def expected_outcomes(
     return ids, per_subject, states, dead
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the producers' default partitioner (murmur2, as Java's) picks for key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def expected_changes_by_partition(
+    expected_per_subject: dict[str, list[str]], partitions: int
+) -> dict[int, int]:
+    """How many changes each partition of ``changes`` must end with (a change goes to the
+    partition of its action, keyed by subject)."""
+    counts = dict.fromkeys(range(partitions), 0)
+    for key, ids in expected_per_subject.items():
+        counts[partition_of(key.encode(), partitions)] += len(ids)
+    return counts
+
+
+def wait_for_every_partition(
+    changes: TopicReader, expected: dict[int, int], timeout_s: float, stall_s: float | None
+) -> None:
+    """Poll until every partition holds its expected number of changes; fail after
+    ``timeout_s``, or once a partition short of its count got nothing for ``stall_s``."""
+    began = last_progress = time.monotonic()
+    have = Counter(record.partition for record in changes.records)
+    progress_at = dict.fromkeys(expected, began)
+    while any(have[p] < n for p, n in expected.items()):
+        now = time.monotonic()
+        short = {p: n - have[p] for p, n in expected.items() if have[p] < n}
+        stalled = [p for p in short if stall_s is not None and now - progress_at[p] > stall_s]
+        if stalled or now - began > timeout_s:
+            raise AssertionError(
+                f"changes still missing per partition {short} after {now - began:.0f}s; "
+                f"partitions {stalled} got none for {stall_s}s; last change "
+                f"{now - last_progress:.0f}s ago"
+            )
+        for record in changes.poll():
+            have[record.partition] += 1
+            progress_at[record.partition] = last_progress = time.monotonic()
+
+
 @pytest.mark.slow
 def test_every_change_exactly_once_despite_sigkill(settings: Settings, tmp_path: Path) -> None:
+    check_every_change_exactly_once_despite_sigkill(settings, tmp_path)
+
+
+def check_every_change_exactly_once_despite_sigkill(
+    settings: Settings,
+    tmp_path: Path,
+    *,
+    catch_up_s: float = 150.0,
+    stall_s: float | None = None,
+) -> None:
+    """The soak: publish, SIGKILL the worker :data:`KILLS` times, then compare everything
+    with the crash-free outcome.
+
+    After the last restart the worker has ``catch_up_s`` to deliver every change. With
+    ``stall_s`` (test_processors_liveness, on busy cores, where throughput is whatever the
+    machine leaves) it fails as soon as a partition of ``changes`` that still misses changes
+    got none for ``stall_s``: a partition nobody processes, not a slow worker, is the failure.
+    """
     seed = int(os.environ.get("CHANGEFEED_SOAK_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     records = generate(rng)
@@ -187,7 +246,16 @@ def test_every_change_exactly_once_despite_sigkill(settings: Settings, tmp_path:
         publishing.join(PUBLISH_SECONDS * 3)
         assert done.is_set(), "publishing did not finish"
         worker.wait_ready()
-        changes.wait_for(len(expected_ids), timeout_s=150)
+        try:
+            wait_for_every_partition(
+                changes,
+                expected_changes_by_partition(expected_per_subject, settings.partitions),
+                catch_up_s,
+                stall_s,
+            )
+        except AssertionError as exc:  # who holds which partition, to tell stuck from slow
+            report = group_report(settings.bootstrap, settings.app_id)
+            raise AssertionError(f"{exc}; {report}") from None
         changes.settle(quiet_s=3.0)
         dead_letters.wait_for(expected_dead, timeout_s=30)
         dead_letters.settle(quiet_s=1.0)
