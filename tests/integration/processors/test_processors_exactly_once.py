@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from log_check import unexpected_lines
 from group_gate import group_report
 from kafka.partitioner.default import murmur2
+from log_check import unexpected_lines
 from processors_harness import (
     ActionPublisher,
     TopicReader,
