@@ -45,9 +45,9 @@ from changefeed.topics import ensure_topics
 from events_api.access.key_topic import KeyStore
 from events_api.access.keys import Role, new_key
 from events_api.views import subject_partition
-from processors.identity import change_id
 from schemas.action_contract import subject_key as contract_subject_key
 from schemas.codec import default_codec
+from schemas.identity import change_id
 
 DAY_US = 86_400_000_000
 SUBJECT_TYPES = ("expense_report", "expense", "invoice")

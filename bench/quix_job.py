@@ -63,10 +63,10 @@ from typing import Any, Protocol
 from changefeed.config import Settings
 from changefeed.topics import TopicSpec, ensure_topics
 from processors.diff import diff_payloads, to_avro_changes
-from processors.identity import change_id
 from processors.models import is_older, subject_key
 from schemas.cloudevents import cloudevent_headers
 from schemas.codec import Codec, default_codec
+from schemas.identity import change_id
 from schemas.masking import Redactor
 
 ACTION_SCHEMA = "changefeed.ApiAction"

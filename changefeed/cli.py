@@ -657,16 +657,26 @@ def keys() -> None:
 )
 @click.option("--user", help="the user a user key reads the events of")
 @click.option("--name", default="", help="a label, e.g. who holds the key")
+@click.option(
+    "--scope",
+    "scope",
+    default="read",
+    show_default=True,
+    help="comma-separated: read (the feed), write (generate events, manage schedules)",
+)
 @_pass_globals
-def keys_create(g: _Globals, tenant: str, role: str, user: str | None, name: str) -> int:
+def keys_create(
+    g: _Globals, tenant: str, role: str, user: str | None, name: str, scope: str
+) -> int:
     """Create a key and print it, once."""
     from changefeed.topics import ensure_topics, project_topics
     from events_api.access.errors import ApiKeyError
     from events_api.access.key_topic import TOPIC, KeyStore
-    from events_api.access.keys import Role, new_key
+    from events_api.access.keys import Role, new_key, parse_scopes
 
     try:
-        key, record = new_key(tenant, Role(role), user_id=user, name=name)
+        scopes = parse_scopes(scope)
+        key, record = new_key(tenant, Role(role), user_id=user, name=name, scopes=scopes)
     except ApiKeyError as exc:
         raise click.UsageError(str(exc)) from exc
     settings = g.settings()
@@ -674,7 +684,8 @@ def keys_create(g: _Globals, tenant: str, role: str, user: str | None, name: str
     KeyStore(settings).put(record)
     click.echo(key)
     click.echo(
-        f"key {record.key_id} for tenant {record.tenant_id} ({record.role.value}); "
+        f"key {record.key_id} for tenant {record.tenant_id} ({record.role.value}, "
+        f"scopes {','.join(record.scopes)}); "
         "this is the only time the key is shown",
         err=True,
     )

@@ -32,6 +32,8 @@ class Cleanup(StrEnum):
 TABLE_CLEANUP: dict[str, Cleanup] = {
     "subject_state": Cleanup.COMPACT,
     "seen_events": Cleanup.COMPACT_DELETE,
+    # Schedules outlive retention (a monthly schedule must survive a quiet week).
+    "schedules": Cleanup.COMPACT,
 }
 
 

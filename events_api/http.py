@@ -27,8 +27,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from events_api.access.keyring import KeyRing
-from events_api.access.keys import ApiKeyRecord
-from events_api.errors import ApiError, BadRequest, FeedIndexError, Unauthorized
+from events_api.access.keys import ApiKeyRecord, KeyScope
+from events_api.errors import ApiError, BadRequest, FeedIndexError, Forbidden, Unauthorized
 from events_api.explorer import mount_explorer
 from events_api.filters import MAX_LIMIT, Params, check_text, parse_list_params
 from events_api.openapi import OPENAPI
@@ -86,7 +86,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     key = _presented_key(request)
     if key is None:
         raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
-    request[_KEY_RECORD] = await request.app[KEYS].authenticate(key)
+    record = await request.app[KEYS].authenticate(key)
+    if request.method in ("GET", "HEAD") and not record.allows(KeyScope.READ):
+        raise Forbidden("this key lacks the read scope (keys create --scope read,write)")
+    request[_KEY_RECORD] = record
     return await handler(request)
 
 
@@ -99,6 +102,12 @@ def _presented_key(request: web.Request) -> str | None:
         return value.strip()
     key = request.headers.get("X-Api-Key")
     return key.strip() if key else None
+
+
+def key_record_of(request: web.Request) -> ApiKeyRecord:
+    """The authenticated key's record (scopes, role, tenant)."""
+    record: ApiKeyRecord = request[_KEY_RECORD]
+    return record
 
 
 def scope_of(request: web.Request) -> Scope:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from events_api.openapi_writes import WRITE_PATHS
 from schemas.action_contract import NAME_PATTERN
 
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 256}
@@ -623,3 +624,12 @@ OPENAPI["components"]["schemas"]["Me"] = {
         },
     },
 }
+
+
+def _merge_write_paths() -> None:
+    paths = OPENAPI["paths"]
+    for path, operations in WRITE_PATHS.items():
+        paths.setdefault(path, {}).update(operations)
+
+
+_merge_write_paths()

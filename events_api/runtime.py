@@ -1,7 +1,8 @@
 """The events API of one process, assembled from :class:`~changefeed.config.Settings`.
 
 :class:`EventsApi` owns the feed index and its indexer, the key ring and its follower, and
-the feed service; its aiohttp sub-application starts and stops them with the web server
+the feed service, and the sink the write routes publish through (:mod:`events_api.writes`);
+its aiohttp sub-application starts and stops them with the web server
 that serves it (a Faust worker's, see :mod:`events_api.views`, or a standalone one, see
 :func:`serve`, which tests and benchmarks use).
 """
@@ -26,6 +27,8 @@ from events_api.metrics import EventsApiMetrics
 from events_api.service import FeedService
 from events_api.signals import TenantSignals
 from events_api.subjects import SubjectStates
+from events_api.write_routes import NoScheduleTable, ScheduleTable, add_write_routes
+from events_api.writes import ActionSink
 
 
 def index_path(settings: Settings) -> Path:
@@ -41,6 +44,7 @@ class EventsApi:
         *,
         subjects: SubjectStates | None = None,
         registry: CollectorRegistry | None = None,
+        schedules: ScheduleTable | None = None,
     ) -> None:
         topic = settings.topic("changes")
         self.settings = settings
@@ -64,6 +68,8 @@ class EventsApi:
         )
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = EventsApiMetrics(self.registry, self.indexer, self.signals)
+        self.sink = ActionSink(settings)
+        self.schedules: ScheduleTable = schedules or NoScheduleTable()
         self._started = False
 
     async def start(self) -> None:
@@ -99,6 +105,7 @@ class EventsApi:
     def web_app(self) -> web.Application:
         """The ``/v1`` sub-application, starting and stopping this API with its server."""
         app = build_events_app(self.feed, self.keys, timing=self.metrics.middleware())
+        add_write_routes(app, self.sink, self.schedules, self.settings.source)
 
         async def lifecycle(_: web.Application) -> AsyncIterator[None]:
             await self.start()

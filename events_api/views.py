@@ -19,6 +19,10 @@ canonical URL, marked so that it is never forwarded twice. The answer is therefo
 whichever worker the client asks. (``app.router.key_store`` would do the lookup in one
 call, but it hashes with the producer's metadata, which need not know changelog topics the
 processors write through their own transactional producers.)
+
+Schedules (:class:`TableSchedules`) are read from the ``schedules`` table the same way: a
+subject's list is forwarded to its owner; a schedule or failed job named by id alone is
+looked up among this worker's partitions.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from events_api.subjects import SubjectStateView
 from processors import models
 from processors.health import HealthCheck, add_health_check, add_metrics
 from processors.metrics import metrics_registry
-from processors.tables import tables_of
+from processors.tables import ChangeTables, tables_of
+from schemas.schedules import Schedule
 
 FORWARDED = "X-Changefeed-Forwarded"
 SERVED_BY = "X-Changefeed-Served-By"
@@ -69,6 +74,7 @@ def register_events_api(
         settings,
         subjects=TableSubjectStates(app, settings.partitions),
         registry=metrics_registry(app),
+        schedules=TableSchedules(app),
     )
     events_app = api.web_app()
     if extend_api is not None:
@@ -158,6 +164,31 @@ class TableSubjectStates:
         if self._session is not None:
             with contextlib.suppress(Exception):
                 await self._session.close()
+
+
+class TableSchedules:
+    """Schedules from the processors' ``schedules`` table (this worker's partitions)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    def _tables(self) -> ChangeTables:
+        if not self.app.tables.actives_ready:
+            raise Unavailable("this worker is still restoring its tables; retry shortly")
+        return tables_of(self.app)
+
+    async def schedule(self, schedule_id: str) -> Schedule | None:
+        return self._tables().schedule(schedule_id)
+
+    async def subject_schedules(self, subject: str) -> list[Schedule]:
+        return self._tables().subject_schedules(subject)
+
+    async def failed(self, tenant_id: str) -> list[Schedule]:
+        return self._tables().failed_schedules(tenant_id)
+
+    async def subject_deleted(self, subject: str) -> bool:
+        found = self._tables().subject_state(subject)
+        return found is not None and found.deleted
 
 
 def subject_partition(subject_key: str, partitions: int) -> int:

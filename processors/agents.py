@@ -14,6 +14,10 @@ commits all of it together, one transaction per partition.
 A batch of an earlier epoch (fetched before a rebalance or a final commit) is dropped
 unprocessed: its partitions' committed offsets say where the next owner starts.
 
+Schedule commands (outcome SCHEDULED) write to the ``schedules`` table like any outcome and
+are handed to the :class:`~processors.scheduler.Scheduler`, the app task that fires due
+schedules of this worker's partitions into the same outbox.
+
 When the agent has processed everything the broker holds for its partitions it asks for a
 commit at once rather than waiting for the commit timer, so that at moderate rates a change
 is readable within about one transaction commit of its action arriving.
@@ -36,6 +40,7 @@ from processors.exactly_once import TransactionalOutbox, exactly_once_state
 from processors.faust_adapter import FetchedBatch, batch_source
 from processors.health import counters_of
 from processors.pipeline import ActionPipeline, OutcomeKind
+from processors.scheduler import Scheduler
 from processors.tables import ChangeTables, PartitionTables
 
 log = logging.getLogger(__name__)
@@ -87,6 +92,16 @@ def register_agents(
             view.write_pending()
 
     exactly_once.before_commit.append(write_pending)
+    scheduler = Scheduler(
+        app,
+        exactly_once=exactly_once,
+        outbox=outbox,
+        pipeline=pipeline,
+        view_of=view_of,
+        actions_topic=actions.get_topic_name(),
+        changes_topic=changes_name,
+    )
+    track = scheduler.track
 
     def handle(tp: TP, records: list[Any]) -> None:
         partition = tp.partition
@@ -110,6 +125,8 @@ def register_agents(
                 outbox.add(
                     partition, changes_name, partition, outcome.key, outcome.value, outcome.headers
                 )
+            elif outcome.kind is OutcomeKind.SCHEDULED:
+                track(partition, outcome.writes)
             elif outcome.kind is OutcomeKind.DEAD_LETTER:
                 outbox.add(partition, dlq_name, DEAD_LETTER_PARTITION, outcome.key, outcome.value)
                 log.warning(
@@ -124,6 +141,11 @@ def register_agents(
         for view in views.values():
             view.discard_pending()
         views.clear()
+        scheduler.forget()
+
+    @app.task
+    async def fire_schedules() -> None:
+        await scheduler.run()
 
     return agent
 

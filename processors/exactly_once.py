@@ -114,10 +114,18 @@ class ExactlyOnceState:
     """Called under the gate before each commit (the tables write their pending batches)."""
     after_commit: list[Callable[[float], None]] = field(default_factory=list)
     """Called with the seconds a commit round took, after each one that committed."""
+    touched: set[TP] = field(default_factory=set)
+    """Partitions whose outbox holds records caused by no consumed record (a timer's)."""
 
     def mark_processed(self, tp: TP, offset: int) -> None:
         """The event at ``offset`` and all before it are done; commit up to offset + 1."""
         self.processed[tp] = offset + 1
+
+    def mark_touched(self, tp: TP) -> None:
+        """Something not caused by a record (a scheduled firing) was added to ``tp``'s
+        outbox, under the gate: the next commit commits ``tp``'s transaction even if no
+        offset of it moved."""
+        self.touched.add(tp)
 
     def forget(self, tps: Sequence[TP] | set[TP]) -> None:
         """Drop the bookkeeping of partitions this worker no longer owns."""
@@ -125,6 +133,7 @@ class ExactlyOnceState:
         for tp in tps:
             self.processed.pop(tp, None)
             self.committed.pop(tp, None)
+            self.touched.discard(tp)
         if self.outbox is not None:
             self.outbox.discard({tp.partition for tp in tps})
 
@@ -273,21 +282,27 @@ class GatedTransactionManager(TransactionManager):
                 for observe in state.after_commit:
                     observe(elapsed)
 
-    async def _take_processed(self, state: ExactlyOnceState) -> dict[TP, int]:
-        """Hand the outbox to the producers; the offsets that commit with it."""
+    async def _take_processed(self, state: ExactlyOnceState) -> dict[TP, int | None]:
+        """Hand the outbox to the producers; the offsets that commit with it (``None``: a
+        touched partition whose transaction commits records but no offset)."""
         for write_pending in state.before_commit:
             write_pending()
         if state.outbox is not None:
             await state.outbox.flush()
         assigned = self.consumer.assignment()
-        return {
+        due: dict[TP, int | None] = {
             tp: offset
             for tp, offset in state.processed.items()
             if tp in assigned and offset > state.committed.get(tp, -1)
         }
+        for tp in state.touched:
+            if tp in assigned:
+                due.setdefault(tp, None)
+        state.touched.clear()
+        return due
 
     async def _commit_due(
-        self, state: ExactlyOnceState, due: dict[TP, int], start_new: bool
+        self, state: ExactlyOnceState, due: dict[TP, int | None], start_new: bool
     ) -> bool:
         if not due:
             return False
@@ -295,18 +310,19 @@ class GatedTransactionManager(TransactionManager):
         await asyncio.gather(
             *(self._commit_one(tp, offset, group_id, start_new) for tp, offset in due.items())
         )
-        state.committed.update(due)
+        state.committed.update({tp: offset for tp, offset in due.items() if offset is not None})
         state.commits += 1
         state.transactions += len(due)
         return True
 
-    async def _commit_one(self, tp: TP, offset: int, group_id: str, start_new: bool) -> None:
+    async def _commit_one(self, tp: TP, offset: int | None, group_id: str, start_new: bool) -> None:
         tid = transactional_id(self.app, tp.topic, tp.partition)
         async with transaction_lock(self.app, tid):
             transaction = transactional_producer(self.app, tid)
             if transaction is None:
                 raise ExactlyOnceError(f"no transactional producer {tid} to commit {tp}")
-            await transaction.send_offsets_to_transaction({tp: offset}, group_id)
+            if offset is not None:
+                await transaction.send_offsets_to_transaction({tp: offset}, group_id)
             await transaction.commit_transaction()
             if start_new:
                 await transaction.begin_transaction()

@@ -50,6 +50,7 @@ from faust.web import Request, Response, View
 from processors.exactly_once import exactly_once_state
 from processors.faust_adapter import assigned_partitions, batched_topics, fetch_state
 from processors.pipeline import OutcomeKind
+from processors.scheduler import scheduler_of
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ProcessingCounters:
     duplicates: int = 0
     noop: int = 0
     dead_lettered: int = 0
+    schedule_commands: int = 0
 
     def count(self, kind: OutcomeKind) -> None:
         self.processed += 1
@@ -74,6 +76,8 @@ class ProcessingCounters:
             self.duplicates += 1
         elif kind is OutcomeKind.NOOP:
             self.noop += 1
+        elif kind is OutcomeKind.SCHEDULED:
+            self.schedule_commands += 1
         else:
             self.dead_lettered += 1
 
@@ -331,6 +335,11 @@ def counters_json(app: faust.App) -> dict[str, Any]:
     body["commit_seconds_total"] = round(exactly_once.commit_seconds, 3)
     for source in _extras(app).metrics:
         body.update(source())
+    scheduler = scheduler_of(app)
+    if scheduler is not None:
+        body["schedules_waiting"] = scheduler.active
+        body["schedule_occurrences_emitted"] = scheduler.fired
+        body["schedule_occurrences_rejected"] = scheduler.failed
     return body
 
 

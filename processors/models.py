@@ -1,7 +1,8 @@
 """What the processors keep per subject and per action, and how it is laid out in the tables.
 
-Two tables (:mod:`processors.tables`), raw bytes: keys are UTF-8 text, values a line of
-compact JSON followed by the payload's JSON text as it is (see :func:`_pack`).
+Three tables (:mod:`processors.tables`), raw bytes: keys are UTF-8 text; values of
+``subject_state`` and ``seen_events`` a line of compact JSON followed by the payload's
+JSON text as it is (see :func:`_pack`), values of ``schedules`` compact JSON.
 An action writes at most one entry in each, and its change event goes to ``changes``: three
 records per action, all in the transaction that commits the action's offset. Everything
 else the events API looks up (a change by id, a request's changes, a subject's history) is
@@ -13,7 +14,14 @@ table                     key                             value
 ``subject_state``         :func:`subject_key`             :class:`SubjectState` (kept past
                                                           retention)
 ``seen_events``           ``event_id``                    :class:`SeenEvent` (kept for retention)
+``schedules``             ``schedule_id``                 :class:`schemas.schedules.Schedule`
+``schedules``             ``subject key`` NUL ``id``      empty: the subject's schedules
+``schedules``             NUL ``failed`` NUL ``tenant``   empty: the tenant's failed jobs
+                          NUL ``id``
 ========================  ==============================  ======================================
+
+Schedule ids are UUIDs and subject keys never contain NUL, so the three kinds of
+``schedules`` keys never collide; see :mod:`processors.schedule_commands`.
 
 A late action is diffed against its true predecessor: the subject's state lists the
 positions and event ids of its :data:`RECENT_CHANGES` newest changes (:class:`RecentChange`),
@@ -31,7 +39,8 @@ from schemas import action_contract
 
 SUBJECT_STATE = "subject_state"
 SEEN_EVENTS = "seen_events"
-TABLE_NAMES = (SUBJECT_STATE, SEEN_EVENTS)
+SCHEDULES = "schedules"
+TABLE_NAMES = (SUBJECT_STATE, SEEN_EVENTS, SCHEDULES)
 
 RECENT_CHANGES = 8
 """How many of a subject's newest changes its state remembers, for diffing late actions."""
@@ -49,6 +58,31 @@ def seen_key(event_id: str) -> bytes:
     return event_id.encode()
 
 
+def schedule_key(schedule_id: str) -> bytes:
+    return schedule_id.encode()
+
+
+def subject_schedule_prefix(subject: str) -> bytes:
+    return subject.encode() + b"\x00"
+
+
+def subject_schedule_key(subject: str, schedule_id: str) -> bytes:
+    return subject_schedule_prefix(subject) + schedule_id.encode()
+
+
+def failed_job_prefix(tenant_id: str) -> bytes:
+    return b"\x00failed\x00" + tenant_id.encode() + b"\x00"
+
+
+def failed_job_key(tenant_id: str, schedule_id: str) -> bytes:
+    return failed_job_prefix(tenant_id) + schedule_id.encode()
+
+
+def is_schedule_record_key(key: bytes) -> bool:
+    """Whether a ``schedules`` key names a schedule record (not an index entry)."""
+    return b"\x00" not in key
+
+
 def is_older(
     version: int | None, occurred_at: int, than_version: int | None, than_occurred_at: int
 ) -> bool:
@@ -61,6 +95,15 @@ def is_older(
     if version is not None and than_version is not None:
         return (version, occurred_at) < (than_version, than_occurred_at)
     return occurred_at < than_occurred_at
+
+
+@dataclass(frozen=True)
+class Write:
+    """One table entry to set; ``value`` ``None`` deletes it."""
+
+    table: str
+    key: bytes
+    value: bytes | None
 
 
 _NO_PAYLOAD = b"\x00"

@@ -34,6 +34,11 @@ rely on:
   nothing again. **Custom** actions carry event data, not state: they are emitted with
   ``previous_payload`` null, ``current_payload`` the data, no changes, and do not touch
   the subject's state or position (they do take a ``subject_sequence``).
+* **Schedule commands**: a custom action marked ``internal`` whose event type starts with
+  ``changefeed.schedule:`` is a command on the ``schedules`` table
+  (:mod:`processors.schedule_commands`): deduped like any action, it yields table writes and
+  no change. A scheduled occurrence comes in through :meth:`ActionPipeline.process_occurrence`
+  and is processed as the custom action it is, ``late`` when the scheduler says so.
 * **Secrets**: the configured paths and key names (at any depth, and ``name=value`` pairs
   in text payloads) are masked (keyed digest, see :mod:`schemas.masking`) before diffing
   and before anything is stored, so a change to a secret shows as a ``replace`` of one mask
@@ -62,12 +67,14 @@ from processors.dead_letters import (
 )
 from processors.diff import diff_payloads, to_avro_changes
 from processors.errors import ProcessingError
-from processors.identity import change_id as derive_change_id
-from processors.models import RecentChange, SeenEvent, SubjectState
-from schemas.action_contract import ContractViolation, check_action
+from processors.models import RecentChange, SeenEvent, SubjectState, Write
+from processors.schedule_commands import apply_command
+from schemas.action_contract import ContractViolation, check_action, dumps_strict, loads_strict
 from schemas.cloudevents import cloudevent_headers
 from schemas.errors import DecodeError, SchemaError
+from schemas.identity import change_id as derive_change_id
 from schemas.masking import Redactor
+from schemas.schedules import COMMAND_PREFIX, is_json
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +113,8 @@ class OutcomeKind(StrEnum):
     DUPLICATE = "duplicate"
     NOOP = "noop"
     DEAD_LETTER = "dead_letter"
-
-
-@dataclass(frozen=True)
-class Write:
-    """One table entry to set; ``value`` ``None`` deletes it."""
-
-    table: str
-    key: bytes
-    value: bytes | None
+    SCHEDULED = "scheduled"
+    """A schedule command applied to the ``schedules`` table; nothing is published."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,42 @@ class ActionPipeline:
             log.exception("processing %s[%d]@%d failed", raw.topic, raw.partition, raw.offset)
             return self._dead_letter(raw, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}", now_us)
 
+    def process_occurrence(
+        self, action: dict[str, Any], state: StateReader, *, late: bool
+    ) -> Outcome:
+        """The outcome of a scheduled occurrence (an ApiAction dict), ``late`` if told so.
+
+        A rejected occurrence comes back as a DEAD_LETTER outcome, which the scheduler
+        records as a failed job instead of publishing.
+        """
+        key = models.subject_key(
+            str(action.get("tenant_id")),
+            str(action.get("subject_type")),
+            str(action.get("subject_id")),
+        ).encode("utf-8", "surrogatepass")
+        now_us = self.clock()
+        raw = RawRecord(
+            topic="schedules",
+            partition=-1,
+            offset=-1,
+            timestamp_ms=now_us // 1000,
+            key=key,
+            value=None,
+            headers=[],
+        )
+        try:
+            value = self.codec.encode(API_ACTION_SCHEMA, action)
+            raw = replace(raw, value=value)
+            return self._derive(self._decode(raw), state, now_us, mark_late=late)
+        except InvalidAction as exc:
+            return self._dead_letter(raw, INVALID_FIELD, str(exc), now_us)
+        except (SchemaError, ProcessingError) as exc:
+            code = getattr(exc, "reason_code", PROCESSING_ERROR)
+            return self._dead_letter(raw, code, f"{type(exc).__name__}: {exc}", now_us)
+        except Exception as exc:  # noqa: BLE001 - one bad schedule must not stop the timer
+            log.exception("processing an occurrence of %s failed", action.get("event_id"))
+            return self._dead_letter(raw, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}", now_us)
+
     # -- decode and validate -------------------------------------------------------------
 
     def _decode(self, raw: RawRecord) -> _Action:
@@ -238,16 +274,20 @@ class ActionPipeline:
 
     # -- dedupe, order guard, redact, diff -----------------------------------------------
 
-    def _derive(self, action: _Action, state: StateReader, now_us: int) -> Outcome:
+    def _derive(
+        self, action: _Action, state: StateReader, now_us: int, *, mark_late: bool = False
+    ) -> Outcome:
         seen = state.get(models.SEEN_EVENTS, models.seen_key(action.event_id))
         if seen is not None and self._within_window(seen, now_us):
             return Outcome(OutcomeKind.DUPLICATE)
+        if _is_schedule_command(action):
+            return self._schedule_command(action, state, now_us)
         raw_state = state.get(models.SUBJECT_STATE, action.subject.encode())
         current = SubjectState.decode(raw_state) if raw_state is not None else None
         payload = action.payload
         payload_text = action.payload_text
 
-        late = (
+        out_of_order = (
             action.changes_state
             and current is not None
             and current.occurred_at is not None
@@ -255,7 +295,9 @@ class ActionPipeline:
                 action.version, action.occurred_at, current.version, current.occurred_at
             )
         )
-        if late:
+        late = out_of_order or mark_late
+        if out_of_order:
+            assert current is not None
             previous_text = self._predecessor_payload(action, current, state, now_us)
         elif action.changes_state and current is not None and not current.deleted:
             previous_text = current.payload
@@ -296,6 +338,23 @@ class ActionPipeline:
         )
         kind = OutcomeKind.LATE if late else OutcomeKind.CHANGED
         return Outcome(kind, action.subject.encode(), value, headers, record, writes)
+
+    def _schedule_command(self, action: _Action, state: StateReader, now_us: int) -> Outcome:
+        body = action.payload
+        command = action.record["event_type"][len(COMMAND_PREFIX) :]
+        if isinstance(body, dict) and isinstance(body.get("schedule"), dict):
+            schedule = body["schedule"]
+            text = schedule.get("payload")
+            if isinstance(text, str) and is_json(str(schedule.get("content_type", ""))):
+                # Stored and re-emitted as it will appear in the feed: masked.
+                try:
+                    redacted = self.redactor.redact(loads_strict(text))
+                except ContractViolation as exc:
+                    raise InvalidAction(f"schedule payload: {exc.reason}") from None
+                body = {**body, "schedule": {**schedule, "payload": dumps_strict(redacted)}}
+        writes = apply_command(command, body, action.subject, state, now_us)
+        writes.append(self._remember(action, None, None, now_us))
+        return Outcome(OutcomeKind.SCHEDULED, writes=writes)
 
     def _within_window(self, seen: bytes, now_us: int) -> bool:
         return SeenEvent.decode(seen).seen_ms >= now_us // 1000 - self.retention_ms
@@ -429,3 +488,12 @@ class ActionPipeline:
             record["reason"] = f"{reason} (original value of {omitted} bytes omitted: too large)"
             value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
         return Outcome(OutcomeKind.DEAD_LETTER, raw.key, value, [], record, reason=record["reason"])
+
+
+def _is_schedule_command(action: _Action) -> bool:
+    record = action.record
+    return (
+        action.action == "custom"
+        and record.get("internal", True) is True
+        and record["event_type"].startswith(COMMAND_PREFIX)
+    )

@@ -1,9 +1,10 @@
 """The RocksDB tables the processors materialise, and how to read them.
 
-Two Faust tables, named as in :data:`changefeed.topics.TABLE_CLEANUP`, each with a changelog
+Three Faust tables, named as in :data:`changefeed.topics.TABLE_CLEANUP`, each with a changelog
 ``<app_id>-<table>-changelog`` partitioned like ``actions``: ``subject_state`` (kept beyond
 retention) and ``seen_events`` (the dedupe window; RocksDB drops entries older than
-retention at compaction, the changelog's ``compact,delete`` policy does the same on Kafka).
+retention at compaction, the changelog's ``compact,delete`` policy does the same on Kafka) and
+``schedules`` (kept beyond retention; see :mod:`processors.schedule_commands`).
 Keys and values are raw bytes laid out as :mod:`processors.models` documents. A key is only
 ever written from one partition: it names the subject, or an action of that subject.
 
@@ -31,7 +32,8 @@ from changefeed.config import Settings
 from processors import models
 from processors.exactly_once import TransactionalOutbox
 from processors.faust_adapter import ChangelogTable, open_partition_dbs, partition_db
-from processors.pipeline import Write
+from processors.models import Write
+from schemas.schedules import Schedule
 
 # RocksDB sized for a small worker: every table partition is its own database, each with its
 # own memtables and block cache, so Faust's defaults (3 x 64 MB memtables, 2 GB cache each)
@@ -51,17 +53,52 @@ RECOVERY_BUFFER_SIZE = 10_000
 
 @dataclass(frozen=True)
 class ChangeTables:
-    """The app's two tables, with the lookup the events API uses."""
+    """The app's tables, with the lookups the events API uses."""
 
     app: faust.App
     subject_state_table: faust.Table
     seen_events_table: faust.Table
+    schedules_table: faust.Table
 
     def by_name(self) -> dict[str, faust.Table]:
         return {
             models.SUBJECT_STATE: self.subject_state_table,
             models.SEEN_EVENTS: self.seen_events_table,
+            models.SCHEDULES: self.schedules_table,
         }
+
+    def schedule(self, schedule_id: str) -> Schedule | None:
+        """The schedule ``schedule_id`` if this worker holds its partition."""
+        if not schedule_id or "\x00" in schedule_id:
+            return None
+        key = models.schedule_key(schedule_id)
+        for db in open_partition_dbs(self.schedules_table):
+            raw = db.get(key)
+            if raw is not None:
+                return Schedule.decode(raw)
+        return None
+
+    def subject_schedules(self, subject_key: str) -> list[Schedule]:
+        """The live (not deleted) schedules of a subject this worker holds."""
+        found: list[Schedule] = []
+        prefix = models.subject_schedule_prefix(subject_key)
+        for db in open_partition_dbs(self.schedules_table):
+            for key in _keys_with_prefix(db, prefix):
+                schedule = self.schedule(key[len(prefix) :].decode())
+                if schedule is not None:
+                    found.append(schedule)
+        return sorted(found, key=lambda s: (s.created_at_us, s.schedule_id))
+
+    def failed_schedules(self, tenant_id: str) -> list[Schedule]:
+        """The tenant's schedules with a failed job, on this worker's partitions."""
+        found: list[Schedule] = []
+        prefix = models.failed_job_prefix(tenant_id)
+        for db in open_partition_dbs(self.schedules_table):
+            for key in _keys_with_prefix(db, prefix):
+                schedule = self.schedule(key[len(prefix) :].decode())
+                if schedule is not None and schedule.failed is not None:
+                    found.append(schedule)
+        return found
 
     def subject_state(self, subject_key: str) -> models.SubjectState | None:
         """The current state of ``tenant/subject_type/subject_id`` if this worker holds it."""
@@ -71,6 +108,19 @@ class ChangeTables:
             if raw is not None:
                 return models.SubjectState.decode(raw)
         return None
+
+
+def _keys_with_prefix(db: Any, prefix: bytes) -> list[bytes]:
+    keys: list[bytes] = []
+    iterator = db.iter()
+    iterator.seek(prefix)
+    while iterator.valid():
+        key = iterator.key()
+        if not key.startswith(prefix):
+            break
+        keys.append(key)
+        iterator.next()
+    return keys
 
 
 _TABLES: weakref.WeakKeyDictionary[faust.App, ChangeTables] = weakref.WeakKeyDictionary()
@@ -105,6 +155,7 @@ def define_tables(app: faust.App, settings: Settings) -> ChangeTables:
             "event ids seen within retention",
             ttl=max(1, settings.retention_ms // 1000),
         ),
+        schedules_table=table(models.SCHEDULES, "scheduled events of every subject"),
     )
     _TABLES[app] = tables
     return tables
@@ -162,6 +213,14 @@ class PartitionTables:
                     batch.put(key, value)
             self._dbs[table].write(batch)
             pending.clear()
+
+    def pending_items(self, table: str) -> list[tuple[bytes, bytes | None]]:
+        """Writes to ``table`` not yet in RocksDB."""
+        return list(self._pending[table].items())
+
+    def scan(self, table: str) -> Any:
+        """An iterator over ``table``'s RocksDB entries of this partition (committed ones)."""
+        return self._dbs[table].items()
 
     def discard_pending(self) -> None:
         """Forget writes that will not commit (the partition was given up)."""

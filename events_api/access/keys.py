@@ -12,6 +12,11 @@ read only the events that user caused.
 A key's tenant is a name, as tenant ids of actions are
 (:data:`schemas.action_contract.NAME_PATTERN`), so no tenant can be named that another
 tenant's subject keys could be confused with.
+
+Scopes (seed 001's separate read and create permissions): ``read`` lets a key read the feed;
+``write`` lets it generate events and manage schedules (``POST /v1/events``,
+``/v1/schedules``, failed jobs). A record stored before scopes existed has none written
+down and reads as ``read`` only, so no existing key gains a permission by an upgrade.
 """
 
 from __future__ import annotations
@@ -42,6 +47,26 @@ class Role(StrEnum):
     USER = "user"
 
 
+class KeyScope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+DEFAULT_SCOPES: tuple[KeyScope, ...] = (KeyScope.READ,)
+
+
+def parse_scopes(text: str) -> tuple[KeyScope, ...]:
+    """``read,write`` -> the scopes, in a fixed order; unknown or empty ones are refused."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ApiKeyError("a key needs at least one scope: read, write or read,write")
+    known = {scope.value for scope in KeyScope}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ApiKeyError(f"unknown scope(s) {', '.join(unknown)}; known: read, write")
+    return tuple(scope for scope in KeyScope if scope.value in names)
+
+
 @dataclass(frozen=True)
 class ApiKeyRecord:
     """What is stored for a key: who it is for, and a digest to check it against."""
@@ -54,10 +79,14 @@ class ApiKeyRecord:
     created_at: str
     digest: str
     revoked_at: str | None = None
+    scopes: tuple[KeyScope, ...] = DEFAULT_SCOPES
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def allows(self, scope: KeyScope) -> bool:
+        return scope in self.scopes
 
     @property
     def scope(self) -> Scope:
@@ -77,7 +106,8 @@ class ApiKeyRecord:
     def decode(cls, data: bytes) -> ApiKeyRecord:
         try:
             raw: dict[str, Any] = json.loads(data)
-            return cls(**{**raw, "role": Role(raw["role"])})
+            scopes = tuple(KeyScope(name) for name in raw.get("scopes", DEFAULT_SCOPES))
+            return cls(**{**raw, "role": Role(raw["role"]), "scopes": scopes})
         except (ValueError, TypeError, KeyError) as exc:
             raise ApiKeyError(f"not an API key record: {exc}") from exc
 
@@ -86,6 +116,7 @@ class ApiKeyRecord:
         out = asdict(self)
         del out["digest"]
         out["role"] = self.role.value
+        out["scopes"] = [scope.value for scope in self.scopes]
         return out
 
 
@@ -100,7 +131,12 @@ def parse_key_id(key: str) -> str | None:
 
 
 def new_key(
-    tenant_id: str, role: Role, *, user_id: str | None = None, name: str = ""
+    tenant_id: str,
+    role: Role,
+    *,
+    user_id: str | None = None,
+    name: str = "",
+    scopes: tuple[KeyScope, ...] = DEFAULT_SCOPES,
 ) -> tuple[str, ApiKeyRecord]:
     """A fresh key and its record. The key is returned once and must not be kept."""
     for label, value in (("tenant", tenant_id), ("user", user_id or ""), ("name", name)):
@@ -129,5 +165,6 @@ def new_key(
         name=name,
         created_at=rfc3339_micros(time.time_ns() // 1000),
         digest=digest_of(key),
+        scopes=scopes or DEFAULT_SCOPES,
     )
     return key, record

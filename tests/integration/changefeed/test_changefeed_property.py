@@ -25,13 +25,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
+from processors.identity import change_id
 from worker_process import WorkerProcess, wait_until
 
 from changefeed.config import BrokerSettings, Settings
 from changefeed.topics import ensure_topics
 from events_api.access.key_topic import KeyStore
 from events_api.access.keys import Role, new_key
-from processors.identity import change_id
 from producers.errors import InvalidActionError
 from producers.publisher import Publisher
 from schemas.action_contract import ContractViolation, check_action, subject_key

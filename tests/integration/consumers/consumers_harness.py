@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from processors.identity import change_id
 
 from changefeed.config import BrokerSettings, Settings
 from changefeed.topics import ensure_topics
 from events_api.access.key_topic import KeyStore
 from events_api.access.keys import Role, new_key
-from processors.identity import change_id
 from schemas.action_contract import subject_key
 from schemas.codec import default_codec
 

@@ -29,9 +29,9 @@ from changefeed.config import BrokerSettings, Settings
 from changefeed.topics import ensure_topics
 from processors import models
 from processors.dead_letters import DeadLetterSealer
-from processors.identity import change_id
 from schemas.action_contract import subject_key
 from schemas.codec import default_codec
+from schemas.identity import change_id
 
 
 @dataclass

@@ -9,9 +9,9 @@ import pytest
 
 from processors import models
 from processors.dead_letters import RawRecord
-from processors.identity import change_id
 from processors.pipeline import ActionPipeline, Outcome, OutcomeKind
 from schemas.codec import default_codec
+from schemas.identity import change_id
 from schemas.masking import Redactor
 
 SECRET = b"unit-test-secret-0123456789"
@@ -373,9 +373,14 @@ def test_a_change_writes_one_state_and_one_dedupe_entry(
     pipeline: ActionPipeline, state: DictState
 ) -> None:
     created = run(pipeline, state, action("e1", "create", {"a": 1}, version=1))
-    assert sorted(write.table for write in created.writes) == sorted(models.TABLE_NAMES)
+    assert sorted(write.table for write in created.writes) == sorted(
+        (models.SUBJECT_STATE, models.SEEN_EVENTS)
+    )
     noop = run(pipeline, state, action("e2", "update", {"a": 1}, version=2))
-    assert sorted(write.table for write in noop.writes) == sorted(models.TABLE_NAMES)
+    assert sorted(write.table for write in noop.writes) == [
+        models.SEEN_EVENTS,
+        models.SUBJECT_STATE,
+    ]
     assert run(pipeline, state, action("e2", "update", {"a": 1}, version=2)).writes == []
 
 

@@ -10,6 +10,9 @@ The namespace is :data:`CHANGE_ID_NAMESPACE`,
 "urn:changefeed:change-id")``. It is written out as a literal because it must never change:
 a new namespace would give every past change a new id and defeat deduplication across the
 switch.
+
+It lives in ``schemas/`` because both sides compute it: the processors when they derive a
+change, the events API when it answers a generated event with the id its change will get.
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from processors.errors import ProcessingError
+from schemas.errors import SchemaError
+
+
+class IdentityError(SchemaError):
+    """No change id can be derived from this event id."""
+
+    reason_code = "invalid_field"
+
 
 CHANGE_ID_NAMESPACE = uuid.UUID("0148a28e-b2ed-5f9d-b8fb-cc70e193f6af")
 _NAMESPACE_BYTES = CHANGE_ID_NAMESPACE.bytes
@@ -26,17 +36,17 @@ _NAMESPACE_BYTES = CHANGE_ID_NAMESPACE.bytes
 def change_id(event_id: str) -> str:
     """The canonical text (lower-case, hyphenated) of the UUIDv5 of ``event_id``.
 
-    Raises :class:`ProcessingError` for an empty ``event_id`` (every action without an id
+    Raises :class:`IdentityError` for an empty ``event_id`` (every action without an id
     would otherwise share one change id, and all but the first would be dropped as
     duplicates) and for one that is not valid Unicode text (a lone surrogate has no UTF-8
     form, so no other consumer could recompute the id).
     """
     if not event_id:
-        raise ProcessingError("cannot derive a change id from an empty event_id")
+        raise IdentityError("cannot derive a change id from an empty event_id")
     try:
         name = event_id.encode()
     except UnicodeEncodeError as exc:
-        raise ProcessingError(f"event_id {event_id!r} is not valid Unicode text") from exc
+        raise IdentityError(f"event_id {event_id!r} is not valid Unicode text") from exc
     # uuid.uuid5, without building a UUID object (this runs once per action).
     digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.errors import ProcessingError
-from processors.identity import CHANGE_ID_NAMESPACE, change_id
+from schemas.identity import CHANGE_ID_NAMESPACE, IdentityError, change_id
 
 
 def _uuid5_by_hand(namespace: uuid.UUID, name: str) -> str:
@@ -50,10 +49,10 @@ def test_distinct_event_ids_get_distinct_change_ids(event_ids: set[str]) -> None
 
 
 def test_an_empty_event_id_is_refused() -> None:
-    with pytest.raises(ProcessingError, match="empty"):
+    with pytest.raises(IdentityError, match="empty"):
         change_id("")
 
 
 def test_an_event_id_without_utf8_form_is_refused() -> None:
-    with pytest.raises(ProcessingError, match="Unicode"):
+    with pytest.raises(IdentityError, match="Unicode"):
         change_id("evt-\ud800")
