@@ -9,7 +9,7 @@ project's codec, validate, dedupe on ``event_id``, order guard (``version``, els
 ``occurred_at``, via :func:`processors.models.is_older`), redact with
 :class:`schemas.masking.Redactor` (the worker's paths and derived key), diff with
 :func:`processors.diff.diff_payloads` and :func:`processors.diff.to_avro_changes`, change id
-from :func:`processors.identity.change_id`, the same ``ChangeEvent`` fields and CloudEvents
+from :func:`schemas.identity.change_id`, the same ``ChangeEvent`` fields and CloudEvents
 headers as the worker. The outcome rules (late, no-op, create, delete, custom, API key
 fingerprints) follow the worker's.
 

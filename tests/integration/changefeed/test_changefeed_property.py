@@ -25,7 +25,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
-from processors.identity import change_id
 from worker_process import WorkerProcess, wait_until
 
 from changefeed.config import BrokerSettings, Settings
@@ -37,6 +36,7 @@ from producers.publisher import Publisher
 from schemas.action_contract import ContractViolation, check_action, subject_key
 from schemas.codec import default_codec
 from schemas.errors import EncodeError
+from schemas.identity import change_id
 
 T0 = 1_700_000_000_000_000
 TEXT = st.text(st.characters(exclude_categories=()), max_size=12)  # surrogates included
