@@ -14,7 +14,7 @@ key may generate events, which then carry its user as actor).
 * ``GET /v1/failed-jobs`` (``kind``: ``schedule``/``webhook``, ``state``:
   ``queued``/``quit``, ``offset``, ``count``), ``POST /v1/failed-jobs/resume`` and ``DELETE
   /v1/failed-jobs`` with ``{"job_id"}``: one failed-jobs model
-  (:class:`schemas.schedules.FailedJob`) for every kind; job ids start with their kind
+  (:class:`schemas.failed_jobs.FailedJob`) for every kind; job ids start with their kind
   (``schedule:...``).
 
 Schedules are read from the ``schedules`` table of the worker serving the request
@@ -44,9 +44,10 @@ from events_api.writes import (
     request_idempotency_key,
     schedule_command,
 )
+from schemas.failed_jobs import KINDS as FAILED_JOB_KINDS
+from schemas.failed_jobs import FailedJobState, kind_of
 from schemas.schedules import (
     Command,
-    FailedJobState,
     RequestFieldError,
     Schedule,
     TriggerState,
@@ -55,7 +56,6 @@ from schemas.schedules import (
 )
 
 MAX_BODY_BYTES = 256 * 1024
-FAILED_JOB_KINDS = ("schedule", "webhook")
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -343,8 +343,9 @@ async def _failed_schedule(request: web.Request, record: ApiKeyRecord) -> Schedu
     if not isinstance(job_id, str) or not job_id:
         raise BadRequest('job_id: is required, e.g. {"job_id": "schedule:...@..."}')
     check_text("job_id", job_id)
-    kind, _, rest = job_id.partition(":")
-    if kind not in FAILED_JOB_KINDS:
+    kind = kind_of(job_id)
+    rest = job_id.partition(":")[2]
+    if kind is None:
         raise BadRequest(f"job_id: must start with a kind ({', '.join(FAILED_JOB_KINDS)})")
     if kind != "schedule":
         raise NotFound(f"no failed job {job_id!r}")

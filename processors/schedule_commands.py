@@ -37,11 +37,10 @@ from typing import Any, Protocol
 
 from processors import models
 from processors.models import Write
+from schemas.failed_jobs import FailedJob, FailedJobState
 from schemas.schedules import (
     LATE_AFTER_US,
     Command,
-    FailedJob,
-    FailedJobState,
     RequestFieldError,
     Schedule,
     TriggerState,

@@ -44,6 +44,7 @@ from croniter import CroniterBadCronError, croniter
 from schemas import action_contract
 from schemas.action_contract import ContractViolation
 from schemas.errors import SchemaError
+from schemas.failed_jobs import FailedJob, rfc3339
 
 COMMAND_PREFIX = "changefeed.schedule:"
 """Event types of schedule commands; refused from clients, who cannot set ``internal``."""
@@ -112,13 +113,6 @@ class Command(StrEnum):
     DELETE_FAILED = "delete_failed"
 
 
-class FailedJobState(StrEnum):
-    QUEUED = "queued"
-    """A retry is pending (at ``retry_at``)."""
-    QUIT = "quit"
-    """No more automatic retries; resume or delete it."""
-
-
 # -- time ----------------------------------------------------------------------------------
 
 
@@ -128,10 +122,6 @@ def micros_of(moment: datetime) -> int:
 
 def datetime_of(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
-
-
-def rfc3339(micros: int) -> str:
-    return datetime_of(micros).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(field_name: str, value: Any) -> int:
@@ -163,43 +153,6 @@ def parse_duration(text: str) -> int | None:
 
 
 # -- records -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FailedJob:
-    """A scheduled emission that failed: what the failed-jobs API lists, resumes, deletes.
-
-    The same shape serves every kind of failed job (``kind``: ``schedule`` here; webhook
-    deliveries share the model): ``job_id`` names it, ``owner_id`` the thing it belongs to
-    (the schedule), ``state`` says whether a retry is pending (``queued``, at ``retry_at``)
-    or not (``quit``).
-    """
-
-    job_id: str
-    kind: str
-    owner_id: str
-    tenant_id: str
-    state: str
-    failure_count: int
-    reason: str
-    occurrence_us: int
-    created_at_us: int
-    updated_at_us: int
-    retry_at_us: int | None = None
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "kind": self.kind,
-            "owner_id": self.owner_id,
-            "failed_job_state": self.state,
-            "failure_count": self.failure_count,
-            "reason": self.reason,
-            "occurrence_time": rfc3339(self.occurrence_us),
-            "retry_at": None if self.retry_at_us is None else rfc3339(self.retry_at_us),
-            "created_at": rfc3339(self.created_at_us),
-            "updated_at": rfc3339(self.updated_at_us),
-        }
 
 
 @dataclass(frozen=True)
