@@ -17,8 +17,8 @@ _ERRORS = {
     401: "The API key is missing, malformed, unknown or revoked.",
     403: "The key lacks the scope (`write` to change, `read` to look) or is not an admin key.",
     404: "No such schedule or failed job for this key's tenant.",
-    503: "The events API cannot store or read this now (a standalone API has no schedules; a "
-    "worker restoring or rebalancing); retry.",
+    503: "The events API cannot store or read this now (the broker unreachable and the spool "
+    "unusable, a worker restoring or rebalancing); retry.",
 }
 
 

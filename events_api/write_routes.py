@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from events_api.access.keys import ApiKeyRecord, KeyScope
-from events_api.errors import BadRequest, Forbidden, NotFound, Unavailable
+from events_api.errors import BadRequest, Forbidden, NotFound
 from events_api.filters import Params, check_text
 from events_api.http import FEED, key_record_of
 from events_api.service import subject_key
@@ -72,16 +72,18 @@ class ScheduleTable(Protocol):
 
 
 class NoScheduleTable:
-    """A standalone events API (no worker): schedules cannot be read here."""
+    """A standalone events API (no worker) holds no partition of the ``schedules`` table: it
+    knows no schedule, as a worker knows none of the partitions it does not hold. It still
+    publishes schedule commands, which the workers apply."""
 
     async def schedule(self, schedule_id: str) -> Schedule | None:
-        raise Unavailable("schedules are served by the workers (changefeed worker)")
+        return None
 
     async def subject_schedules(self, subject: str) -> list[Schedule]:
-        raise Unavailable("schedules are served by the workers (changefeed worker)")
+        return []
 
     async def failed(self, tenant_id: str) -> list[Schedule]:
-        raise Unavailable("failed jobs are served by the workers (changefeed worker)")
+        return []
 
     async def subject_deleted(self, subject: str) -> bool:
         return False
