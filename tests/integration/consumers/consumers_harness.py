@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from processors.identity import change_id
 
 from changefeed.config import BrokerSettings, Settings
 from changefeed.topics import ensure_topics
@@ -22,6 +21,7 @@ from events_api.access.key_topic import KeyStore
 from events_api.access.keys import Role, new_key
 from schemas.action_contract import subject_key
 from schemas.codec import default_codec
+from schemas.identity import change_id
 
 T0_US = 1_700_000_000_000_000
 

@@ -199,6 +199,6 @@ def test_stream_survives_a_worker_restart(deployment: Deployment, tmp_path: Path
 
 
 def _ids(actions: list[dict[str, object]]) -> list[str]:
-    from processors.identity import change_id
+    from schemas.identity import change_id
 
     return [change_id(str(a["event_id"])) for a in actions]
