@@ -21,14 +21,16 @@ call, but it hashes with the producer's metadata, which need not know changelog 
 processors write through their own transactional producers.)
 
 Schedules (:class:`TableSchedules`) are read from the ``schedules`` table the same way: a
-subject's list is forwarded to its owner; a schedule or failed job named by id alone is
-looked up among this worker's partitions.
+subject's list is forwarded to its owner; a schedule or failed job named by id alone that
+this worker does not hold is asked of every other worker (the one holding it answers, the
+others 404), and the failed-jobs list merges every worker's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 import faust
@@ -42,6 +44,7 @@ from events_api.events import rfc3339_micros
 from events_api.http import mount
 from events_api.runtime import EventsApi
 from events_api.subjects import SubjectStateView
+from events_api.write_routes import PeerAnswer
 from processors import models
 from processors.health import HealthCheck, add_health_check, add_metrics
 from processors.metrics import metrics_registry
@@ -167,10 +170,12 @@ class TableSubjectStates:
 
 
 class TableSchedules:
-    """Schedules from the processors' ``schedules`` table (this worker's partitions)."""
+    """Schedules from the processors' ``schedules`` table (this worker's partitions), and
+    the other workers' answers for a schedule this worker does not hold."""
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
+        self._session: aiohttp.ClientSession | None = None
 
     def _tables(self) -> ChangeTables:
         if not self.app.tables.actives_ready:
@@ -189,6 +194,50 @@ class TableSchedules:
     async def subject_deleted(self, subject: str) -> bool:
         found = self._tables().subject_state(subject)
         return found is not None and found.deleted
+
+    async def ask_peers(
+        self, request: web.Request, body: bytes | None, query: Mapping[str, str] | None = None
+    ) -> list[PeerAnswer]:
+        """The same request (method, raw path, ``query``, ``body``, the caller's key) as
+        every other worker answers it; none when this request was itself forwarded."""
+        if request.headers.get(FORWARDED):
+            return []
+        if self.app.rebalancing:
+            raise Unavailable("the workers are rebalancing their partitions; retry shortly")
+        own = URL(str(self.app.conf.canonical_url))
+        peers = [
+            URL(url)
+            for url in self.app.router.table_metadata(models.SCHEDULES)
+            if not _same_node(URL(url), own)
+        ]
+        if not peers:
+            return []
+        headers = {h: request.headers[h] for h in _PASSED_ON if h in request.headers}
+        headers[FORWARDED] = "1"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
+            )
+        session = self._session
+
+        async def ask(peer: URL) -> PeerAnswer:
+            url = peer.with_path(request.rel_url.raw_path, encoded=True).with_query(
+                request.query if query is None else query
+            )
+            async with session.request(request.method, url, headers=headers, data=body) as got:
+                return PeerAnswer(str(peer), got.status, await got.read(), got.content_type)
+
+        try:
+            return list(await asyncio.gather(*(ask(peer) for peer in peers)))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"another worker did not answer: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                await self._session.close()
 
 
 def subject_partition(subject_key: str, partitions: int) -> int:

@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -57,10 +58,21 @@ from schemas.schedules import (
 
 MAX_BODY_BYTES = 256 * 1024
 _NO_STORE = {"Cache-Control": "no-store"}
+SERVED_BY = "X-Changefeed-Served-By"
+
+
+@dataclass(frozen=True)
+class PeerAnswer:
+    """Another worker's answer to a request forwarded to it."""
+
+    worker: str
+    status: int
+    body: bytes
+    content_type: str
 
 
 class ScheduleTable(Protocol):
-    """Read access to the schedules this worker holds."""
+    """Read access to the schedules this worker holds, and the other workers' answers."""
 
     async def schedule(self, schedule_id: str) -> Schedule | None: ...
 
@@ -69,6 +81,12 @@ class ScheduleTable(Protocol):
     async def failed(self, tenant_id: str) -> list[Schedule]: ...
 
     async def subject_deleted(self, subject: str) -> bool: ...
+
+    async def ask_peers(
+        self, request: web.Request, body: bytes | None, query: Mapping[str, str] | None = None
+    ) -> list[PeerAnswer]: ...
+
+    async def close(self) -> None: ...
 
 
 class NoScheduleTable:
@@ -88,6 +106,14 @@ class NoScheduleTable:
     async def subject_deleted(self, subject: str) -> bool:
         return False
 
+    async def ask_peers(
+        self, request: web.Request, body: bytes | None, query: Mapping[str, str] | None = None
+    ) -> list[PeerAnswer]:
+        return []
+
+    async def close(self) -> None:
+        pass
+
 
 SINK = web.AppKey("sink", ActionSink)
 SCHEDULES = web.AppKey("schedules", ScheduleTable)
@@ -100,6 +126,7 @@ def add_write_routes(
     app[SINK] = sink
     app[SCHEDULES] = schedules
     app[SOURCE] = source
+    app.middlewares.append(answered_elsewhere)
     app.router.add_post("/events", generate_event)
     app.router.add_post("/schedules", create_schedule)
     app.router.add_get("/schedules/{schedule_id}", get_schedule)
@@ -113,11 +140,20 @@ def add_write_routes(
 
     async def close_sink(_: web.Application) -> None:
         await sink.close()
+        await schedules.close()
 
     app.on_cleanup.append(close_sink)
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+@web.middleware
+async def answered_elsewhere(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except AnsweredElsewhere as exc:
+        return exc.response()
 
 
 def _require(request: web.Request, scope: KeyScope, *, admin: bool = False) -> ApiKeyRecord:
@@ -163,10 +199,36 @@ def _json(body: Any, status: int = 200) -> web.Response:
     )
 
 
+class AnsweredElsewhere(Exception):
+    """The worker holding the schedule answered; its answer is the response."""
+
+    def __init__(self, answer: PeerAnswer) -> None:
+        super().__init__(answer.worker)
+        self.answer = answer
+
+    def response(self) -> web.Response:
+        return web.Response(
+            body=self.answer.body,
+            status=self.answer.status,
+            content_type=self.answer.content_type,
+            headers={**_NO_STORE, SERVED_BY: self.answer.worker},
+        )
+
+
+async def _held_elsewhere(request: web.Request, body: bytes | None, what: str) -> NotFound:
+    """Raise the answer of the worker that holds it; the 404 to raise when none does."""
+    for answer in await request.app[SCHEDULES].ask_peers(request, body):
+        if answer.status != 404:
+            raise AnsweredElsewhere(answer)
+    return NotFound(f"no {what}")
+
+
 async def _own_schedule(request: web.Request, record: ApiKeyRecord) -> Schedule:
     schedule_id = check_text("schedule_id", request.match_info["schedule_id"])
     schedule = await request.app[SCHEDULES].schedule(schedule_id)
-    if schedule is None or schedule.tenant_id != record.tenant_id:
+    if schedule is None:
+        raise await _held_elsewhere(request, None, f"schedule {schedule_id!r}")
+    if schedule.tenant_id != record.tenant_id:
         raise NotFound(f"no schedule {schedule_id!r}")
     return schedule
 
@@ -334,6 +396,11 @@ async def list_failed_jobs(request: web.Request) -> web.Response:
                     "subject_id": schedule.subject_id,
                 }
             )
+    everything = {**request.query, "offset": "0", "count": "1000"}
+    for answer in await request.app[SCHEDULES].ask_peers(request, None, everything):
+        if answer.status != 200:
+            raise AnsweredElsewhere(answer)
+        jobs.extend(json.loads(answer.body)["failed_jobs"])
     jobs.sort(key=lambda j: (j["created_at"], j["job_id"]))
     page = jobs[offset : offset + count]
     return _json({"failed_jobs": page, "total": len(jobs), "offset": offset, "count": len(page)})
@@ -353,6 +420,9 @@ async def _failed_schedule(request: web.Request, record: ApiKeyRecord) -> Schedu
         raise NotFound(f"no failed job {job_id!r}")
     schedule_id = rest.partition("@")[0]
     schedule = await request.app[SCHEDULES].schedule(schedule_id) if schedule_id else None
+    if schedule is None and schedule_id:
+        forwarded = json.dumps({"job_id": job_id}).encode()
+        raise await _held_elsewhere(request, forwarded, f"failed job {job_id!r}")
     if (
         schedule is None
         or schedule.tenant_id != record.tenant_id
