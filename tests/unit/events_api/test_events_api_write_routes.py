@@ -59,6 +59,12 @@ class MemorySchedules:
     async def subject_deleted(self, subject: str) -> bool:
         return False
 
+    async def ask_peers(self, request: Any, body: Any, query: Any = None) -> list[Any]:
+        return []  # a single worker: no other worker to ask
+
+    async def close(self) -> None:
+        pass
+
 
 class Api:
     def __init__(
