@@ -11,7 +11,8 @@ key may generate events, which then carry its user as actor).
   /v1/schedules/{id}``; ``POST /v1/schedules/{id}/pause`` and ``/resume``; ``DELETE
   /v1/schedules/{id}`` (202: the command is applied by the worker owning the subject, in
   order with the subject's other actions); ``GET /v1/subjects/{type}/{id}/schedules``.
-* ``GET /v1/failed-jobs`` (``kind``: ``schedule``/``webhook``, ``state``:
+* ``GET /v1/failed-jobs`` (``kind``: ``schedule``/``webhook``: webhook delivery jobs come
+  from the webhooks extension through :func:`add_failed_job_source`; ``state``:
   ``queued``/``quit``, ``offset``, ``count``), ``POST /v1/failed-jobs/resume`` and ``DELETE
   /v1/failed-jobs`` with ``{"job_id"}``: one failed-jobs model
   (:class:`schemas.failed_jobs.FailedJob`) for every kind; job ids start with their kind
@@ -89,6 +90,31 @@ class ScheduleTable(Protocol):
     async def close(self) -> None: ...
 
 
+class FailedJobSource(Protocol):
+    """Failed jobs of another kind (webhook deliveries), served by ``/v1/failed-jobs`` too.
+
+    ``jobs`` answers the tenant's jobs in the shared shape of
+    :meth:`schemas.failed_jobs.FailedJob.public` (``job_id`` prefixed with ``kind``);
+    ``resume``/``delete`` take such a job id and answer False when the tenant has none.
+    """
+
+    kind: str
+
+    async def jobs(self, tenant_id: str) -> list[dict[str, Any]]: ...
+
+    async def resume(self, tenant_id: str, job_id: str) -> bool: ...
+
+    async def delete(self, tenant_id: str, job_id: str) -> bool: ...
+
+
+FAILED_JOB_SOURCES = web.AppKey("failed_job_sources", list)
+
+
+def add_failed_job_source(app: web.Application, source: FailedJobSource) -> None:
+    """Serve ``source``'s jobs from ``/v1/failed-jobs`` (call before the app starts)."""
+    app[FAILED_JOB_SOURCES].append(source)
+
+
 class NoScheduleTable:
     """A standalone events API (no worker) holds no partition of the ``schedules`` table: it
     knows no schedule, as a worker knows none of the partitions it does not hold. It still
@@ -126,6 +152,7 @@ def add_write_routes(
     app[SINK] = sink
     app[SCHEDULES] = schedules
     app[SOURCE] = source
+    app[FAILED_JOB_SOURCES] = []
     app.middlewares.append(answered_elsewhere)
     app.router.add_post("/events", generate_event)
     app.router.add_post("/schedules", create_schedule)
@@ -396,8 +423,18 @@ async def list_failed_jobs(request: web.Request) -> web.Response:
                     "subject_id": schedule.subject_id,
                 }
             )
-    everything = {**request.query, "offset": "0", "count": "1000"}
-    for answer in await request.app[SCHEDULES].ask_peers(request, None, everything):
+    for other in request.app[FAILED_JOB_SOURCES]:
+        if kind in (None, other.kind):
+            jobs.extend(
+                j
+                for j in await other.jobs(record.tenant_id)
+                if state is None or j["failed_job_state"] == state
+            )
+    everything = {**request.query, "offset": "0", "count": "1000", "kind": "schedule"}
+    peers = []
+    if kind in (None, "schedule"):
+        peers = await request.app[SCHEDULES].ask_peers(request, None, everything)
+    for answer in peers:
         if answer.status != 200:
             raise AnsweredElsewhere(answer)
         jobs.extend(json.loads(answer.body)["failed_jobs"])
@@ -406,7 +443,11 @@ async def list_failed_jobs(request: web.Request) -> web.Response:
     return _json({"failed_jobs": page, "total": len(jobs), "offset": offset, "count": len(page)})
 
 
-async def _failed_schedule(request: web.Request, record: ApiKeyRecord) -> Schedule:
+_JOB_ID = web.RequestKey("failed_job_id", str)
+
+
+async def _failed_schedule(request: web.Request, record: ApiKeyRecord) -> Schedule | None:
+    """The schedule whose failed job the body names; None for a job of another kind."""
     body = await _body(request)
     job_id = body.get("job_id") if isinstance(body, dict) else None
     if not isinstance(job_id, str) or not job_id:
@@ -416,8 +457,9 @@ async def _failed_schedule(request: web.Request, record: ApiKeyRecord) -> Schedu
     rest = job_id.partition(":")[2]
     if kind is None:
         raise BadRequest(f"job_id: must start with a kind ({', '.join(FAILED_JOB_KINDS)})")
+    request[_JOB_ID] = job_id
     if kind != "schedule":
-        raise NotFound(f"no failed job {job_id!r}")
+        return None
     schedule_id = rest.partition("@")[0]
     schedule = await request.app[SCHEDULES].schedule(schedule_id) if schedule_id else None
     if schedule is None and schedule_id:
@@ -433,15 +475,30 @@ async def _failed_schedule(request: web.Request, record: ApiKeyRecord) -> Schedu
     return schedule
 
 
+async def _other_kind(request: web.Request, record: ApiKeyRecord, resume: bool) -> web.Response:
+    job_id = request[_JOB_ID]
+    kind = kind_of(job_id)
+    for other in request.app[FAILED_JOB_SOURCES]:
+        if other.kind == kind:
+            act = other.resume if resume else other.delete
+            if await act(record.tenant_id, job_id):
+                return _json({"status": "accepted", "job_id": job_id}, 202)
+    raise NotFound(f"no failed job {job_id!r}")
+
+
 async def resume_failed_job(request: web.Request) -> web.Response:
     record = _require(request, KeyScope.WRITE, admin=True)
     schedule = await _failed_schedule(request, record)
+    if schedule is None:
+        return await _other_kind(request, record, resume=True)
     return await _publish_command(request, record, Command.RESUME_FAILED, schedule)
 
 
 async def delete_failed_job(request: web.Request) -> web.Response:
     record = _require(request, KeyScope.WRITE, admin=True)
     schedule = await _failed_schedule(request, record)
+    if schedule is None:
+        return await _other_kind(request, record, resume=False)
     return await _publish_command(request, record, Command.DELETE_FAILED, schedule)
 
 

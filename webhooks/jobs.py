@@ -143,3 +143,22 @@ def resumed_job(job: FailedJob, now_us: int) -> FailedJob:
         next_attempt_us=now_us,
         request=Request.RESUME,
     )
+
+
+def shared_view(job: FailedJob) -> dict[str, Any]:
+    """``job`` in the shape ``/v1/failed-jobs`` answers for every kind
+    (:meth:`schemas.failed_jobs.FailedJob.public`): its id prefixed with ``webhook:``."""
+    return {
+        "job_id": f"webhook:{job.job_id}",
+        "kind": "webhook",
+        "owner_id": job.subscription_id,
+        "failed_job_state": job.state.value,
+        "failure_count": job.failure_count,
+        "reason": job.last_error or "",
+        "change_id": job.change_id,
+        "retry_at": None
+        if job.next_attempt_us is None or job.state is JobState.QUIT
+        else rfc3339_micros(job.next_attempt_us),
+        "created_at": rfc3339_micros(job.created_us),
+        "updated_at": rfc3339_micros(job.updated_us),
+    }

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 from collections.abc import AsyncIterator
 from multiprocessing.process import BaseProcess
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -120,11 +120,13 @@ class Webhooks:
     def install(self, events_app: web.Application) -> None:
         """Serve ``/v1/webhooks`` from the events API's sub-application, and run with it."""
         from events_api.http import OPENAPI_DOCUMENT
+        from events_api.write_routes import add_failed_job_source
         from webhooks.http import add_routes
         from webhooks.openapi import extend_openapi
 
         add_routes(events_app, self)
         extend_openapi(events_app[OPENAPI_DOCUMENT])
+        add_failed_job_source(events_app, WebhookFailedJobs(self))
 
         async def lifecycle(_: web.Application) -> AsyncIterator[None]:
             await self.start()
@@ -132,3 +134,49 @@ class Webhooks:
             await self.stop()
 
         events_app.cleanup_ctx.append(lifecycle)
+
+
+class WebhookFailedJobs:
+    """Webhook delivery jobs as one kind of ``/v1/failed-jobs`` (the same jobs as
+    ``/v1/webhooks/failed``, in the shared shape; ids prefixed with ``webhook:``)."""
+
+    kind = "webhook"
+
+    def __init__(self, webhooks: Webhooks) -> None:
+        self.webhooks = webhooks
+
+    async def _loaded(self) -> None:
+        from events_api.errors import Unavailable
+
+        if not await self.webhooks.job_follower.catch_up(10.0):
+            raise Unavailable("webhook state is still loading; retry shortly")
+
+    def _job(self, tenant_id: str, job_id: str) -> Any:
+        job = self.webhooks.jobs.by_id.get(job_id.removeprefix("webhook:"))
+        return job if job is not None and job.tenant_id == tenant_id else None
+
+    async def jobs(self, tenant_id: str) -> list[dict[str, Any]]:
+        from webhooks.jobs import shared_view
+
+        await self._loaded()
+        return [shared_view(job) for job in self.webhooks.jobs.select(tenant_id, None)]
+
+    async def resume(self, tenant_id: str, job_id: str) -> bool:
+        import time
+
+        from webhooks.jobs import resumed_job
+
+        await self._loaded()
+        job = self._job(tenant_id, job_id)
+        if job is None:
+            return False
+        await self.webhooks.writer.put_jobs([resumed_job(job, time.time_ns() // 1000)])
+        return True
+
+    async def delete(self, tenant_id: str, job_id: str) -> bool:
+        await self._loaded()
+        job = self._job(tenant_id, job_id)
+        if job is None:
+            return False
+        await self.webhooks.writer.delete_jobs([job])
+        return True

@@ -155,6 +155,13 @@ async def test_delete_removes_jobs_and_counts_match(fast: Settings) -> None:
                 return (await api.failed(state="quit"))["total"] == 6
 
             await eventually(six_quit, 20, "six quit jobs")
+            # The same jobs in the failed-jobs API shared with scheduled events, by kind.
+            status, shared = await api.call("GET", "/v1/failed-jobs", kind="webhook", state="quit")
+            assert status == 200 and shared["total"] == 6
+            assert all(j["job_id"].startswith("webhook:") for j in shared["failed_jobs"])
+            assert {j["owner_id"] for j in shared["failed_jobs"]} == {sub["id"]}
+            status, schedules = await api.call("GET", "/v1/failed-jobs", kind="schedule")
+            assert status == 200 and schedules["total"] == 0
             page = await api.failed(state="quit", offset=2, count=3)
             assert page["count"] == 3 and page["total"] == 6 and page["has_more"]
             one = page["jobs"][0]["id"]
