@@ -1,7 +1,7 @@
 """Latency of the events API with a week's worth of change events in retention.
 
 Run ``python bench/bench_events_api.py`` (a broker on ``--bootstrap``, default the test
-broker 127.0.0.1:39092). It creates fresh topics, publishes ``--events`` ChangeEvents (1M by
+broker 127.0.0.1:29092). It creates fresh topics, publishes ``--events`` ChangeEvents (1M by
 default) for ``--tenants`` tenants (100) straight to ``changes`` (created_at spread over the
 last six days), creates one admin key per tenant, starts one real ``changefeed worker``
 (processors and events API) and waits until its feed index holds everything. Then, with one
@@ -439,7 +439,7 @@ async def run(args: argparse.Namespace, settings: Settings, worker: WorkerProces
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--bootstrap", default=os.environ.get("CHANGEFEED_BOOTSTRAP", "127.0.0.1:39092")
+        "--bootstrap", default=os.environ.get("CHANGEFEED_BOOTSTRAP", "127.0.0.1:29092")
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=100)

@@ -1,7 +1,7 @@
 """Time from opening the explorer page (key already given) to its first 100 events drawn.
 
 Run ``python bench/bench_explorer.py`` (a broker on ``--bootstrap``, default the test broker
-127.0.0.1:39092; Debian's ``chromium`` and ``chromium-driver``). Like
+127.0.0.1:29092; Debian's ``chromium`` and ``chromium-driver``). Like
 ``bench_events_api.py`` it creates fresh topics, publishes ``--events`` ChangeEvents (1M by
 default) for ``--tenants`` tenants (100) straight to ``changes`` (created_at spread over the
 last six days), creates an admin key per tenant and a user key, starts one real
@@ -196,7 +196,7 @@ async def wait_indexed(
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--bootstrap", default=os.environ.get("CHANGEFEED_BOOTSTRAP", "127.0.0.1:39092")
+        "--bootstrap", default=os.environ.get("CHANGEFEED_BOOTSTRAP", "127.0.0.1:29092")
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=100)

@@ -38,6 +38,9 @@ class BrokerSettings:
     kafka_version: str = KAFKA_VERSION
     home: Path = field(default_factory=_default_home)
     heap: str = "1g"
+    state_root: Path | None = None
+    """Where the broker's state folder goes; ``home`` when unset. A throwaway broker (a test
+    run's) points this at a fresh folder and still shares the jar cache of ``home``."""
 
     @property
     def bootstrap(self) -> str:
@@ -51,7 +54,7 @@ class BrokerSettings:
     @property
     def state_dir(self) -> Path:
         """Data, logs and pid file of the broker listening on :attr:`port`."""
-        return self.home / f"broker-{self.port}"
+        return (self.state_root or self.home) / f"broker-{self.port}"
 
 
 DEFAULT_RETRY_SCHEDULE_S = (

@@ -128,6 +128,18 @@ class LocalBroker:
                 f"port {self.settings.port} is taken by a process that is not a Kafka broker; "
                 "choose another with CHANGEFEED_BROKER_PORT"
             )
+        ports = (
+            ("port", self.settings.port, "CHANGEFEED_BROKER_PORT"),
+            ("controller port", self.settings.controller_port, "CHANGEFEED_CONTROLLER_PORT"),
+        )
+        for name, port, variable in ports:
+            if not _port_bindable(self.settings.host, port):
+                raise BrokerError(
+                    f"the broker's {name} {port} cannot be bound on {self.settings.host}: "
+                    "another socket holds it (a listener, or a connection whose local port it "
+                    f"is, when it lies in the system's ephemeral range); choose another with "
+                    f"{variable}"
+                )
         libs = fetch_distribution(self.settings.dist_dir, self.settings.kafka_version)
         classpath = str(libs / "*")
         self._write_config()
@@ -290,6 +302,17 @@ def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def _port_bindable(host: str, port: int) -> bool:
+    """True when a listener could bind ``host:port`` now (as the JVM does, SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:

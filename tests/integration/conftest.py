@@ -2,7 +2,7 @@
 
 ``CHANGEFEED_BOOTSTRAP`` points the suite at a broker that is already running; otherwise
 the project's own single-node KRaft broker is started on ``CHANGEFEED_TEST_BROKER_PORT``
-(default 39092) and stopped at the end of the session. Every test gets its own topic
+(default 29092) and stopped at the end of the session. Every test gets its own topic
 prefix, Faust app id and consumer group, so tests never see each other's records.
 """
 

@@ -28,7 +28,7 @@ def test_second_start_reuses_the_running_broker(
 
 
 def test_status_of_a_broker_that_is_not_running(tmp_path) -> None:
-    broker = LocalBroker(BrokerSettings(port=39992, controller_port=39993, home=tmp_path))
+    broker = LocalBroker(BrokerSettings(port=29992, controller_port=29993, home=tmp_path))
     status = broker.status()
     assert not status.running and not status.reachable
     assert "not running" in status.describe()
@@ -48,3 +48,25 @@ def test_broker_settings_disable_auto_create(
     assert configs["group.initial.rebalance.delay.ms"]["value"] == "0"
     assert configs["transaction.state.log.replication.factor"]["value"] == "1"
     assert configs["offsets.topic.replication.factor"]["value"] == "1"
+
+
+def test_a_taken_controller_port_is_named_before_any_jvm_starts(tmp_path) -> None:
+    import socket
+
+    import pytest
+
+    from changefeed.errors import BrokerError
+
+    with socket.socket() as held, socket.socket() as probe:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+        probe.close()
+        controller_port = held.getsockname()[1]
+        broker = LocalBroker(
+            BrokerSettings(port=free_port, controller_port=controller_port, home=tmp_path)
+        )
+        with pytest.raises(BrokerError, match=f"controller port {controller_port} cannot be bound"):
+            broker.start(timeout_s=5)
+    assert not broker.pid_file.exists()

@@ -1,7 +1,7 @@
 """The spool against a real broker that goes away: stopped mid-stream, and absent at start.
 
-A broker of its own (port 39192) is used, because these tests stop and restart it. It
-reuses the jar cache of the default home, with its own state folder. The tests share one
+A broker of its own (port 29192) is used, because these tests stop and restart it. It
+reuses the jar cache of the default home, with a fresh state folder of this run's. The tests share one
 test process (an xdist group), so only one of them owns that port at a time.
 """
 
@@ -27,7 +27,7 @@ from producers.publisher_options import PublisherOptions
 
 pytestmark = pytest.mark.xdist_group("outage_broker")
 
-OUTAGE_PORT = 39192
+OUTAGE_PORT = 29192
 SUBJECTS = 30
 # Short timeouts, so that an outage is noticed within seconds.
 OPTIONS = PublisherOptions(
@@ -55,11 +55,14 @@ class OutageBroker:
 
 
 @pytest.fixture(scope="module")
-def outage_broker() -> Iterator[OutageBroker]:
-    home = BrokerSettings().home  # the shared jar cache; the state folder is per port
-    handle = OutageBroker(
-        LocalBroker(BrokerSettings(port=OUTAGE_PORT, controller_port=OUTAGE_PORT + 1, home=home))
+def outage_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OutageBroker]:
+    settings = BrokerSettings(
+        port=OUTAGE_PORT,
+        controller_port=OUTAGE_PORT + 1,
+        home=BrokerSettings().home,  # the shared jar cache
+        state_root=tmp_path_factory.mktemp("outage-broker"),
     )
+    handle = OutageBroker(LocalBroker(settings))
     try:
         yield handle
     finally:
