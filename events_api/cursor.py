@@ -1,7 +1,10 @@
 """Opaque, signed feed cursors (seed 004's ``stream_position``, seed 002's ``pagingToken``).
 
 A cursor is a vector of ``changes`` offsets, one per partition, plus the order and the
-filter it was issued for. Ascending, ``positions[p]`` is the next offset of partition ``p``
+filter it was issued for. A *page cursor* (a poll answer's ``page_cursor``) also carries
+``bounds``: each partition's indexed end when that answer was read. Asked again, it reads
+the same rows, so it gives the same answer however much was indexed since: a consumer that
+stopped inside an answer resumes exactly there. Ascending, ``positions[p]`` is the next offset of partition ``p``
 not yet delivered; descending, it is the offset below which reading continues. Offsets are
 what make paging exact: each partition is delivered as a prefix, in offset order, so "after
 the cursor" never skips nor repeats an event, however late a partition is indexed.
@@ -40,9 +43,17 @@ class Cursor:
     order: Order
     filter: FeedFilter
     positions: dict[int, int] = field(default_factory=dict)
+    bounds: dict[int, int] | None = None
 
     def position(self, partition: int) -> int | None:
         return self.positions.get(partition)
+
+    def bound(self, partition: int) -> int | None:
+        """The offset reading of ``partition`` stops before (None: unbounded). A partition a
+        page cursor does not know appeared after the page was read: nothing of it belongs."""
+        if self.bounds is None:
+            return None
+        return self.bounds.get(partition, self.positions.get(partition, 0))
 
 
 class CursorSigner:
@@ -59,6 +70,8 @@ class CursorSigner:
             "f": cursor.filter.canonical(),
             "p": sorted([p, o] for p, o in cursor.positions.items()),
         }
+        if cursor.bounds is not None:
+            body["u"] = sorted([p, o] for p, o in cursor.bounds.items())
         payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         mac = self._mac(payload, scope)
         return f"{VERSION}.{_b64(payload)}.{_b64(mac)}"
@@ -98,17 +111,23 @@ class CursorSigner:
 
 def _parse(body: dict[str, Any]) -> Cursor:
     order = {"a": Order.ASC, "d": Order.DESC}[body["o"]]
-    positions: dict[int, int] = {}
-    for partition, offset in body["p"]:
+    positions = _offsets(body["p"])
+    bounds = _offsets(body["u"]) if "u" in body else None
+    flt = body["f"]
+    if not isinstance(flt, dict):
+        raise TypeError("filter must be an object")
+    return Cursor(order, FeedFilter.from_canonical(flt), positions, bounds)
+
+
+def _offsets(pairs: Any) -> dict[int, int]:
+    offsets: dict[int, int] = {}
+    for partition, offset in pairs:
         if not (isinstance(partition, int) and isinstance(offset, int)):
             raise TypeError("positions must be integers")
         if not (0 <= partition <= MAX_PARTITION and 0 <= offset <= MAX_OFFSET):
             raise ValueError("position out of range")
-        positions[partition] = offset
-    flt = body["f"]
-    if not isinstance(flt, dict):
-        raise TypeError("filter must be an object")
-    return Cursor(order, FeedFilter.from_canonical(flt), positions)
+        offsets[partition] = offset
+    return offsets
 
 
 def _b64(data: bytes) -> str:

@@ -503,6 +503,15 @@ OPENAPI: dict[str, Any] = {
                     "count": _COUNT,
                     "retry_timeout": {"type": "number"},
                     "next_cursor": {"type": "string"},
+                    "page_cursor": {
+                        "type": "string",
+                        "description": (
+                            "With `new_change`: asks for this same answer again (the same "
+                            "events in the same order, however much arrived since). A "
+                            "consumer that handled part of an answer resumes from it and "
+                            "skips the events it handled."
+                        ),
+                    },
                 },
             },
             "RequestEvents": {

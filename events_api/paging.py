@@ -38,13 +38,20 @@ UNBOUNDED = OFFSET_MASK + 1
 
 @dataclass(frozen=True)
 class Page:
-    """One page of events (their JSON bodies) and how to continue."""
+    """One page of events (their JSON bodies) and how to continue.
+
+    ``page_cursor`` (ascending pages) asks for this same page again: the positions it was
+    read from, bounded by each partition's indexed end at the time, so the same rows come
+    back in the same order even after more was indexed. A consumer that handled part of a
+    page resumes from it and skips what it handled, with nothing repeated or skipped.
+    """
 
     bodies: list[str]
     next_cursor: Cursor | None
     has_more: bool
     remaining: int
     remaining_exact: bool
+    page_cursor: Cursor | None = None
 
 
 def tip(reader: IndexReader, order: Order, flt: FeedFilter) -> Cursor:
@@ -79,6 +86,7 @@ def _ascending(
     count: bool,
 ) -> Page:
     positions = dict(cursor.positions) if cursor is not None else {}
+    bounded = cursor is not None and cursor.bounds is not None
     ranges: dict[int, tuple[int, int]] | None = None
     sort_from = NO_LOWER
     if cursor is not None:
@@ -89,12 +97,23 @@ def _ascending(
                     "this cursor points at events that are past the feed's retention and "
                     "have been purged; start again with start= or cursor=now"
                 )
-        ranges = {p: (pos, UNBOUNDED) for p, pos in positions.items()}
+    # Where each partition's reading stops: its indexed end, or a page cursor's bound.
+    ends = {
+        p: (_bound(cursor, p) if bounded else s.next_offset)  # type: ignore[arg-type]
+        for p, s in parts.items()
+    }
+    if bounded and any(parts[p].next_offset < end for p, end in ends.items()):
+        # This worker's index has not yet read what the page was read from (the page came
+        # from another worker): nothing yet, ask the same again.
+        return Page([], cursor, True, 0, False, page_cursor=cursor)
+    page_cursor = Cursor(Order.ASC, flt, dict(positions), dict(ends))
+    if cursor is not None:
+        ranges = {p: (pos, ends.get(p, pos) if bounded else UNBOUNDED) for p, pos in positions.items()}
         # Candidates of p have sort_us >= that of p's first row at the position.
         firsts = [reader.first_sort_from(p, pos) for p, pos in positions.items()]
         known = [s for s in firsts if s is not None]
         if not known:
-            return _short_page([], flt, Order.ASC, parts, positions)
+            return _short_page([], flt, Order.ASC, ends, positions, page_cursor)
         sort_from = min(known)
     rows = reader.page(
         scope,
@@ -106,30 +125,45 @@ def _ascending(
         limit=limit + 1,
     )
     if len(rows) <= limit:
-        return _short_page([r.body for r in rows], flt, Order.ASC, parts, positions)
+        bodies = [r.body for r in rows]
+        return _short_page(bodies, flt, Order.ASC, ends, positions, page_cursor)
     rows = rows[:limit]
     last = rows[-1]
     following: dict[int, int] = {}
-    for partition, state in parts.items():
+    for partition, end in ends.items():
         after = reader.first_offset_beyond(partition, last.sort_us, last.id, inclusive=False)
-        nxt = state.next_offset if after is None else after
+        nxt = end if after is None else min(after, end)
         following[partition] = max(positions.get(partition, 0), nxt)
     remaining, exact = _remaining(reader, scope, flt, following, last.sort_us, count)
-    return Page([r.body for r in rows], Cursor(Order.ASC, flt, following), True, remaining, exact)
+    return Page(
+        [r.body for r in rows],
+        Cursor(Order.ASC, flt, following),
+        True,
+        remaining,
+        exact,
+        page_cursor,
+    )
+
+
+def _bound(cursor: Cursor, partition: int) -> int:
+    bound = cursor.bound(partition)
+    assert bound is not None
+    return bound
 
 
 def _short_page(
     bodies: list[str],
     flt: FeedFilter,
     order: Order,
-    parts: dict[int, PartitionState],
+    ends: dict[int, int],
     positions: dict[int, int],
+    page_cursor: Cursor | None,
 ) -> Page:
-    """The selection is exhausted: continue from each partition's indexed end."""
+    """The selection is exhausted: continue from each partition's indexed end (or bound)."""
     following = dict(positions)
-    for partition, state in parts.items():
-        following[partition] = max(following.get(partition, 0), state.next_offset)
-    return Page(bodies, Cursor(order, flt, following), False, 0, True)
+    for partition, end in ends.items():
+        following[partition] = max(following.get(partition, 0), end)
+    return Page(bodies, Cursor(order, flt, following), False, 0, True, page_cursor)
 
 
 def _remaining(

@@ -128,6 +128,7 @@ class FeedService:
                     "count": len(page.bodies),
                     "retry_timeout": params.timeout_s,
                     "next_cursor": self._token(cursor, scope),
+                    "page_cursor": self._token(page.page_cursor, scope),
                 }
                 return _document(meta, "events", page.bodies)
             remaining = deadline - loop.time()

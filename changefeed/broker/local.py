@@ -163,8 +163,9 @@ class LocalBroker:
             *self._java(classpath),
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            _cluster_id(),
+            # One argument, not two: an id may begin with "-", which the tool's parser
+            # would take for an option.
+            f"--cluster-id={_cluster_id()}",
             "--config",
             str(self.state_dir / "server.properties"),
             "--ignore-formatted",

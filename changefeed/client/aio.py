@@ -117,12 +117,14 @@ class AsyncClient:
         poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S,
         limit: int = 100,
     ) -> AsyncIterator[tuple[ChangeEvent, str]]:
-        """See :meth:`changefeed.client.sync.Client.stream`."""
+        """See :meth:`changefeed.client.sync.Client.stream`; one difference: an async
+        generator runs nothing before it is first iterated, so here ``"now"`` is the feed's
+        tip when the first change is asked for. To follow from the moment of the call, pass
+        ``cursor=await client.tip()``."""
         start = cursor or (store.load() if store is not None else None) or "now"
         state = StreamState(StreamPosition.decode(start))
         if state.cursor == "now":
-            page = await self.page(cursor="now", limit=1)
-            state.advance(StreamPosition(page.next_cursor or "now"))
+            state.advance(StreamPosition(await self.tip()))
         while True:
             answer = await self.poll(state.cursor, timeout_s=poll_timeout_s, limit=limit)
             deliveries = state.accept(answer)
@@ -134,6 +136,11 @@ class AsyncClient:
                 state.advance(after)
                 if store is not None:
                     store.save(token)
+
+    async def tip(self) -> str:
+        """See :meth:`changefeed.client.sync.Client.tip`."""
+        page = await self.page(cursor="now", limit=1)
+        return page.next_cursor or "now"
 
     async def change(self, change_id: str) -> ChangeEvent:
         return ChangeEvent.from_json(await self._get(protocol.path("events", change_id)))

@@ -193,6 +193,9 @@ class PollResult:
     events: tuple[ChangeEvent, ...]
     next_cursor: str
     retry_timeout: float | None = None
+    page_cursor: str | None = None
+    """Asks for this same answer again (same events, same order); None from an API that
+    does not give it."""
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> PollResult:
@@ -201,6 +204,7 @@ class PollResult:
             events=tuple(ChangeEvent.from_json(e) for e in body.get("events", ())),
             next_cursor=body["next_cursor"],
             retry_timeout=body.get("retry_timeout"),
+            page_cursor=body.get("page_cursor"),
         )
 
 

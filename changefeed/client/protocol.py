@@ -11,10 +11,13 @@ build their requests and read the answers through this module, so they cannot dr
 
 :class:`StreamState` is the stream's bookkeeping. The API gives one ``next_cursor`` per
 poll answer, not per event, yet a caller wants to save its position after each event. A
-position is therefore the cursor the current answer was asked with, plus the ids of the
-events of that answer already handed out: resuming re-asks from that cursor and drops the
-ids already seen, so nothing is repeated and nothing skipped. Once the whole answer has
-been handed out, the position is the answer's ``next_cursor`` alone.
+position is therefore the answer's ``page_cursor`` (which asks for that same answer again,
+however much was indexed since), plus the ids of the events of that answer already handed
+out: resuming re-asks the same answer and drops the ids already seen, so nothing is
+repeated and nothing skipped. Once the whole answer has been handed out, the position is
+the answer's ``next_cursor`` alone. (Re-asking the plain cursor the answer was asked with
+would not do: events indexed meanwhile can sort before the rest of the answer, and push
+part of it into a later answer, past the point where the seen ids are dropped.)
 """
 
 from __future__ import annotations
@@ -175,13 +178,16 @@ class StreamState:
         seen = set(self.position.seen)
         fresh = [e for e in answer.events if e.change_id not in seen]
         out = []
+        # The ids seen so far belong to this same answer only when it was asked again from
+        # the page cursor the position holds (a position with seen ids is always one).
         handed = list(self.position.seen)
+        again = answer.page_cursor or self.position.cursor
         for n, event in enumerate(fresh):
             if n == len(fresh) - 1:
                 after = StreamPosition(answer.next_cursor)
             else:
                 handed.append(event.change_id)
-                after = StreamPosition(self.position.cursor, tuple(handed))
+                after = StreamPosition(again, tuple(handed))
             out.append((event, after))
         if not fresh:
             self.position = StreamPosition(answer.next_cursor)

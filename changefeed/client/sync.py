@@ -131,17 +131,27 @@ class Client:
     ) -> Iterator[tuple[ChangeEvent, str]]:
         """Changes forever, each with the position to resume after it.
 
-        ``cursor``: ``"now"`` (only what happens from now on), a ``next_cursor`` or a
-        position this stream handed out; default: what ``store`` holds, else ``"now"``.
-        With ``store``, the position after a change is saved once the caller's loop body
-        for that change has finished (when the next change is asked for): a change whose
-        handling raised is delivered again on resume (at least once). A loop left with
-        ``break`` saves nothing for its last change: save the position it was handed.
+        ``cursor``: ``"now"`` (what happens from this call on: the feed's tip is read here,
+        before the first change is asked for), a ``next_cursor``, or a position this stream
+        handed out; default: what ``store`` holds, else ``"now"``. With ``store``, the
+        position after a change is saved once the caller's loop body for that change has
+        finished (when the next change is asked for): a change whose handling raised is
+        delivered again on resume (at least once). A loop left with ``break`` saves nothing
+        for its last change: save the position it was handed.
         """
         start = cursor or (store.load() if store is not None else None) or "now"
         state = StreamState(StreamPosition.decode(start))
         if state.cursor == "now":
-            state.advance(StreamPosition(self._tip()))
+            state.advance(StreamPosition(self.tip()))
+        return self._follow(state, store, poll_timeout_s, limit)
+
+    def _follow(
+        self,
+        state: StreamState,
+        store: CursorStore | None,
+        poll_timeout_s: float,
+        limit: int,
+    ) -> Iterator[tuple[ChangeEvent, str]]:
         while True:
             answer = self.poll(state.cursor, timeout_s=poll_timeout_s, limit=limit)
             deliveries = state.accept(answer)
@@ -154,8 +164,9 @@ class Client:
                 if store is not None:
                     store.save(token)
 
-    def _tip(self) -> str:
-        """A concrete cursor at the feed's tip, so positions never depend on "now"."""
+    def tip(self) -> str:
+        """A concrete cursor at the feed's tip: what follows it is what happens from now on.
+        Unlike ``"now"``, it keeps meaning this instant when it is used later."""
         page = self.page(cursor="now", limit=1)
         return page.next_cursor or "now"
 

@@ -70,3 +70,27 @@ def test_a_taken_controller_port_is_named_before_any_jvm_starts(tmp_path) -> Non
         with pytest.raises(BrokerError, match=f"controller port {controller_port} cannot be bound"):
             broker.start(timeout_s=5)
     assert not broker.pid_file.exists()
+
+
+def test_a_cluster_id_that_begins_with_a_dash_formats(tmp_path, monkeypatch) -> None:
+    """base64url ids begin with "-" one time in 64; the storage tool must not take it for an
+    option."""
+    import base64
+    import os
+
+    from changefeed.broker import local
+
+    dashed = base64.urlsafe_b64encode(b"\xf8" + os.urandom(15)).decode().rstrip("=")
+    assert dashed.startswith("-")
+    monkeypatch.setattr(local, "_cluster_id", lambda: dashed)
+    broker = LocalBroker(
+        BrokerSettings(
+            port=29994, controller_port=29995, home=BrokerSettings().home, state_root=tmp_path
+        )
+    )
+    try:
+        assert broker.start(timeout_s=180).reachable
+        meta = (broker.data_dir / "meta.properties").read_text()
+        assert f"cluster.id={dashed}" in meta
+    finally:
+        broker.stop()

@@ -113,6 +113,23 @@ def test_stream_positions_resume_inside_an_answer_without_repeats() -> None:
     assert [e.change_id for e, _ in again] == ["b", "c"]
 
 
+def test_a_position_inside_an_answer_holds_the_answers_page_cursor() -> None:
+    """Re-asking the cursor an answer was asked with may answer differently (changes indexed
+    meanwhile sort first); the answer's page cursor gives the same answer back."""
+    state = StreamState(StreamPosition("c0"))
+    answer = PollResult.from_json(
+        {
+            "message": "new_change",
+            "events": [{**EVENT, "change_id": i} for i in ("a", "b")],
+            "next_cursor": "c1",
+            "page_cursor": "p0",
+        }
+    )
+    handed = state.accept(answer)
+    assert handed[0][1] == StreamPosition("p0", ("a",))
+    assert handed[1][1] == StreamPosition("c1")
+
+
 def test_file_store_replaces_atomically(tmp_path: Path) -> None:
     store = FileCursorStore(tmp_path / "deep" / "pos")
     assert store.load() is None

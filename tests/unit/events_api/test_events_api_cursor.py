@@ -25,6 +25,14 @@ def test_round_trip() -> None:
     assert token.startswith("c1.") and len(token) < 200
 
 
+def test_a_page_cursor_keeps_its_bounds() -> None:
+    bounded = Cursor(CURSOR.order, CURSOR.filter, {0: 3, 1: 5}, {0: 9, 1: 5})
+    back = SIGNER.decode(SIGNER.encode(bounded, ACME), ACME)
+    assert back == bounded and back.bound(0) == 9
+    assert back.bound(7) == 0  # a partition the page did not know: nothing of it belongs
+    assert SIGNER.decode(SIGNER.encode(CURSOR, ACME), ACME).bound(0) is None
+
+
 def test_the_token_does_not_name_its_tenant() -> None:
     token = SIGNER.encode(CURSOR, Scope("very-secret-tenant-name"))
     payload = base64.urlsafe_b64decode(token.split(".")[1] + "==")

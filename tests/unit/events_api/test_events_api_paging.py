@@ -90,6 +90,39 @@ def test_a_late_partition_is_delivered_after_not_lost(index: FeedIndex) -> None:
     assert [position(b) for b in second.bodies] == [(1, 0), (1, 1)]
 
 
+def test_a_page_cursor_gives_the_same_page_after_a_late_partition_is_indexed(
+    index: FeedIndex,
+) -> None:
+    """The page read before partition 1 caught up comes back unchanged from its page cursor,
+    while the plain cursor it was read from now answers something else."""
+    index.add([indexed(0, n, created_us=T0 + 100 + n) for n in range(3)], {0: 3})
+    index.add([indexed(1, 0, created_us=T0 + 1)], {1: 1})
+    start = page(index, None, 1).next_cursor  # after (1, 0)
+    first = page(index, start, 2)
+    assert [position(b) for b in first.bodies] == [(0, 0), (0, 1)]
+    index.add([indexed(1, n, created_us=T0 + 2 + n) for n in range(1, 4)], {1: 4})
+    assert [position(b) for b in page(index, start, 2).bodies] == [(1, 1), (1, 2)]
+    again = page(index, first.page_cursor, 2)
+    assert [position(b) for b in again.bodies] == [(0, 0), (0, 1)]
+    assert again.next_cursor == first.next_cursor
+    # Continuing from there delivers the rest once: what followed, and what was late.
+    rest = drain(index, again.next_cursor, 2)
+    assert sorted(rest) == [(0, 2), (1, 1), (1, 2), (1, 3)]
+
+
+def test_a_page_cursor_from_an_index_that_is_ahead_waits_here(index: FeedIndex) -> None:
+    """A page cursor read on a worker whose index is further on answers nothing here (ask
+    again) rather than part of that page."""
+    index.add([indexed(0, 0, created_us=T0 + 1)], {0: 1})
+    ahead = Cursor(Order.ASC, FeedFilter(), {0: 0}, {0: 2})
+    waiting = page(index, ahead, 10)
+    assert waiting.bodies == [] and waiting.has_more and waiting.next_cursor == ahead
+    index.add([indexed(0, 1, created_us=T0 + 2), indexed(0, 2, created_us=T0 + 3)], {0: 3})
+    caught_up = page(index, ahead, 10)
+    assert [position(b) for b in caught_up.bodies] == [(0, 0), (0, 1)]
+    assert caught_up.next_cursor is not None and caught_up.next_cursor.positions == {0: 2}
+
+
 def test_other_tenants_and_users_are_invisible(index: FeedIndex) -> None:
     index.add(
         [
