@@ -4,8 +4,10 @@ A cursor is a vector of ``changes`` offsets, one per partition, plus the order a
 filter it was issued for. A *page cursor* (a poll answer's ``page_cursor``) also carries
 ``bounds``: each partition's indexed end when that answer was read. Asked again, it reads
 the same rows, so it gives the same answer however much was indexed since: a consumer that
-stopped inside an answer resumes exactly there. Ascending, ``positions[p]`` is the next offset of partition ``p``
-not yet delivered; descending, it is the offset below which reading continues. Offsets are
+stopped inside an answer resumes exactly there.
+
+Ascending, ``positions[p]`` is the next offset of partition ``p`` not yet delivered;
+descending, it is the offset below which reading continues. Offsets are
 what make paging exact: each partition is delivered as a prefix, in offset order, so "after
 the cursor" never skips nor repeats an event, however late a partition is indexed.
 

@@ -108,7 +108,9 @@ def _ascending(
         return Page([], cursor, True, 0, False, page_cursor=cursor)
     page_cursor = Cursor(Order.ASC, flt, dict(positions), dict(ends))
     if cursor is not None:
-        ranges = {p: (pos, ends.get(p, pos) if bounded else UNBOUNDED) for p, pos in positions.items()}
+        ranges = {
+            p: (pos, ends.get(p, pos) if bounded else UNBOUNDED) for p, pos in positions.items()
+        }
         # Candidates of p have sort_us >= that of p's first row at the position.
         firsts = [reader.first_sort_from(p, pos) for p, pos in positions.items()]
         known = [s for s in firsts if s is not None]

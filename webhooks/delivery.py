@@ -49,6 +49,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from changefeed.config import Settings
+from changefeed.kafka.follower import TopicFollower
 from events_api.events import CHANGE_EVENT_SCHEMA, epoch_micros, render_event
 from schemas.codec import default_codec
 from webhooks.jobs import FailedJob, JobState, Request, job_id_of, quit_job, waiting_job
@@ -57,7 +58,7 @@ from webhooks.retry import Outcome, after_failure, after_gone, classify, should_
 from webhooks.sender import AttemptResult, Sender
 from webhooks.signing import signed_headers
 from webhooks.subscriptions import Subscription
-from webhooks.topics import JobBook, SubscriptionBook, TopicFollower, WebhookWriter
+from webhooks.topics import JobBook, SubscriptionBook, WebhookWriter
 
 log = logging.getLogger(__name__)
 

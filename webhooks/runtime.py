@@ -20,6 +20,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from changefeed.config import Settings
+from changefeed.kafka.follower import TopicFollower
 from webhooks.address_guard import AddressGuard, Resolve, system_resolve
 from webhooks.delivery import DeliveryService
 from webhooks.sealing import SecretSealer
@@ -29,7 +30,6 @@ from webhooks.topics import (
     SUBSCRIPTIONS_TOPIC,
     JobBook,
     SubscriptionBook,
-    TopicFollower,
     WebhookWriter,
 )
 

@@ -12,18 +12,15 @@ revoked key takes effect on every worker within a fetch round trip.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError as AIOKafkaError
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as SyncTopicPartition
 from kafka.errors import KafkaError
 
 from changefeed.config import Settings
+from changefeed.kafka.follower import TopicFollower
 from events_api.access.errors import ApiKeyError
 from events_api.access.keyring import KeyRing
 from events_api.access.keys import ApiKeyRecord
@@ -31,7 +28,6 @@ from events_api.access.keys import ApiKeyRecord
 log = logging.getLogger(__name__)
 
 TOPIC = "api_keys"
-RETRY_S = 1.0
 # The CLI's clients give up on an unreachable broker after this, not kafka-python's 30 s.
 _BOOTSTRAP_TIMEOUT_MS = 5_000
 
@@ -112,87 +108,27 @@ class KeyFollower:
     """Keeps a :class:`KeyRing` equal to the topic: loads it, then follows new records."""
 
     def __init__(self, settings: Settings, ring: KeyRing) -> None:
-        self.settings = settings
         self.ring = ring
-        self.tp = TopicPartition(settings.topic(TOPIC), 0)
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._position = 0
-        self._advanced = asyncio.Event()
-        self._assigned = asyncio.Event()
+        self.topic = settings.topic(TOPIC)
+        self.follower = TopicFollower(
+            settings.bootstrap, self.topic, 1, self._apply, on_loaded=self._loaded
+        )
         ring.attach(self.catch_up)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="api-key-follower")
+        await self.follower.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.follower.stop()
 
     async def catch_up(self, timeout_s: float) -> bool:
         """Wait until every record written before this call has been applied."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        try:
-            await asyncio.wait_for(self._assigned.wait(), timeout_s)
-            consumer = self._consumer
-            if consumer is None:
-                return False
-            end = (await asyncio.wait_for(consumer.end_offsets([self.tp]), timeout_s))[self.tp]
-        except (AIOKafkaError, TimeoutError):
-            return False
-        while self._position < end:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            self._advanced.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._advanced.wait(), remaining)
-        return True
+        return await self.follower.catch_up(timeout_s)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep following after any broker trouble
-                log.exception("following %s failed; retrying", self.tp.topic)
-                await asyncio.sleep(RETRY_S)
+    def _loaded(self) -> None:
+        self.ring.loaded = True
 
-    async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=200,
-        )
-        await consumer.start()
-        try:
-            consumer.assign([self.tp])
-            await consumer.seek_to_beginning(self.tp)
-            self._position = 0
-            initial_end = (await consumer.end_offsets([self.tp]))[self.tp]
-            self._consumer = consumer
-            self._assigned.set()
-            while True:
-                if not self.ring.loaded and self._position >= initial_end:
-                    self.ring.loaded = True
-                batches = await consumer.getmany(self.tp, timeout_ms=1000)
-                for message in batches.get(self.tp, []):
-                    self._apply(message.key, message.value)
-                self._position = await consumer.position(self.tp)
-                self._advanced.set()
-        finally:
-            self._consumer = None
-            self._assigned.clear()
-            await consumer.stop()
-
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _apply(self, _partition: int, key: bytes | None, value: bytes | None) -> None:
         key_id = key.decode(errors="replace") if key else ""
         if value is None:
             self.ring.apply(key_id, None)
@@ -200,4 +136,4 @@ class KeyFollower:
         try:
             self.ring.apply(key_id, ApiKeyRecord.decode(value))
         except ApiKeyError as exc:
-            log.warning("skipping a record of %s that is not a key: %s", self.tp.topic, exc)
+            log.warning("skipping a record of %s that is not a key: %s", self.topic, exc)

@@ -1,8 +1,9 @@
 """The spool against a real broker that goes away: stopped mid-stream, and absent at start.
 
 A broker of its own (port 29192) is used, because these tests stop and restart it. It
-reuses the jar cache of the default home, with a fresh state folder of this run's. The tests share one
-test process (an xdist group), so only one of them owns that port at a time.
+reuses the jar cache of the default home, with a fresh state folder of this run's. The
+tests share one test process (an xdist group), so only one of them owns that port at a
+time.
 """
 
 from __future__ import annotations
