@@ -209,7 +209,9 @@ class LocalBroker:
                     f"the Kafka broker (pid {pid}) exited during start-up; last log lines:\n"
                     + self.log_tail()
                 )
-            if _answers_metadata(self.settings.bootstrap, timeout_s=2.0):
+            if _answers_metadata(self.settings.bootstrap, timeout_s=2.0) and _groups_answer(
+                self.settings.bootstrap
+            ):
                 return self.status()
             time.sleep(delay)  # polling a condition, with backoff
             delay = min(delay * 2, 1.0)
@@ -314,6 +316,13 @@ def _port_bindable(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _groups_answer(bootstrap: str) -> bool:
+    """True when the broker has a group coordinator (its offsets topic exists)."""
+    from changefeed.kafka.admin import groups_answer
+
+    return groups_answer(bootstrap, timeout_s=2.0)
 
 
 def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:

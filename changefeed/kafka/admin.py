@@ -50,3 +50,20 @@ def metadata_answers(bootstrap: str, *, timeout_s: float = 3.0) -> bool:
         return False
     finally:
         quiet.setLevel(level)
+
+
+def groups_answer(bootstrap: str, *, timeout_s: float = 3.0) -> bool:
+    """True when the broker at ``bootstrap`` has a group coordinator: consumer groups and
+    transactions can start. A fresh broker answers metadata a few seconds before that,
+    while it creates its offsets topic."""
+    quiet = logging.getLogger("kafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        with admin_client(bootstrap, timeout_s=timeout_s) as client:
+            client.describe_groups(["changefeed-readiness-probe"])
+        return True
+    except (BrokerError, KafkaError, OSError, ValueError):
+        return False
+    finally:
+        quiet.setLevel(level)
