@@ -54,3 +54,21 @@ def test_no_other_processors_module_touches_private_attributes() -> None:
     assert offenders == [], "private attributes outside processors/faust_adapter.py:\n" + "\n".join(
         offenders
     )
+
+
+async def test_the_worker_consumer_fetches_with_the_short_wait(tmp_path: Path) -> None:
+    """Faust builds its consumer with a 1.5 s fetch wait, which holds ``actions`` back behind
+    a fetch of quiet partitions; the worker's consumer is built with FETCH_MAX_WAIT_MS."""
+    from changefeed.config import Settings
+    from processors.app import new_app
+
+    app = new_app(Settings(bootstrap="127.0.0.1:1", data_dir=tmp_path, partitions=2))
+    consumer = app.consumer
+    assert isinstance(consumer, faust_adapter.BatchingConsumer)
+    thread = consumer._new_consumer_thread()
+    assert isinstance(thread, faust_adapter._ConsumerThread)
+    built = thread._create_worker_consumer(app.transport)
+    try:
+        assert built._fetch_max_wait_ms == faust_adapter.FETCH_MAX_WAIT_MS < 1500
+    finally:
+        await built.stop()  # never started; stop() closes its client
