@@ -42,7 +42,7 @@ from changefeed.config import Settings
 from changefeed.kafka.admin import admin_client
 from changefeed.topics import ensure_topics
 from events_api.access.key_topic import KeyStore
-from events_api.access.keys import Role, new_key
+from events_api.access.keys import KeyScope, Role, new_key
 from schemas.codec import default_codec
 
 RECEIVERS = 10
@@ -265,7 +265,7 @@ def main() -> int:
         secret=os.urandom(24).hex().encode(),
     )
     ensure_topics(settings)
-    key, record = new_key(TENANT, Role.ADMIN, name="bench")
+    key, record = new_key(TENANT, Role.ADMIN, name="bench", scopes=(KeyScope.READ, KeyScope.WRITE))
     KeyStore(settings).put(record)
     ready = multiprocessing.Event()
     receivers = multiprocessing.Process(

@@ -226,9 +226,12 @@ Where to look
 def _admin_key(settings: Settings, tenant: str) -> tuple[str, str]:
     """A new admin key of ``tenant`` (stored as a digest) and its key id."""
     from events_api.access.key_topic import KeyStore
-    from events_api.access.keys import Role, new_key
+    from events_api.access.keys import KeyScope, Role, new_key
 
-    key, record = new_key(tenant, Role.ADMIN, name="changefeed demo")
+    # read,write: the demo subscribes its webhook listener with this key.
+    key, record = new_key(
+        tenant, Role.ADMIN, name="changefeed demo", scopes=(KeyScope.READ, KeyScope.WRITE)
+    )
     KeyStore(settings).put(record)
     return key, record.key_id
 

@@ -1,7 +1,10 @@
 """The ``/v1/webhooks`` endpoints, served by the events API (same keys, same error shape).
 
-Every endpoint needs an **admin** key (a user key gets 403) and sees its tenant only: another
-tenant's subscription or job answers 404, as one that does not exist.
+Every endpoint needs an **admin** key (a user key gets 403), and the ones that change
+something (create, update, delete, resume or delete a failed job) a key with the ``write``
+scope too (``changefeed keys create --scope read,write``; a read-only key gets 403). Each
+sees its tenant only: another tenant's subscription or job answers 404, as one that does
+not exist.
 
 * ``POST /v1/webhooks``: create (``url``, ``event_types``, optional ``subject_type`` and
   ``description``); answers 201 with the subscription and its ``secret``, shown this once.
@@ -31,9 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from events_api.access.keys import KeyScope
 from events_api.errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable
 from events_api.filters import MAX_LIMIT, Params, check_text
-from events_api.http import scope_of
+from events_api.http import key_record_of, scope_of
 from events_api.scope import Scope
 from webhooks.errors import InvalidSubscription
 from webhooks.jobs import FailedJob, JobState, resumed_job
@@ -75,10 +79,14 @@ def _webhooks(request: web.Request) -> Webhooks:
     return found
 
 
-def _admin(request: web.Request) -> Scope:
+def _admin(request: web.Request, *, write: bool = False) -> Scope:
     scope = scope_of(request)
     if not scope.is_admin:
         raise Forbidden("webhooks are managed with an admin key; this is a user key")
+    if write and not key_record_of(request).allows(KeyScope.WRITE):
+        raise Forbidden(
+            "changing webhooks needs a key with the write scope (keys create --scope read,write)"
+        )
     return scope
 
 
@@ -122,7 +130,7 @@ def _subscription(request: web.Request, scope: Scope) -> Subscription:
 
 
 async def create(request: web.Request) -> web.Response:
-    scope = _admin(request)
+    scope = _admin(request, write=True)
     Params(request.query, ())
     body = await _body(request)
     webhooks = _webhooks(request)
@@ -149,7 +157,7 @@ async def get_subscription(request: web.Request) -> web.Response:
 
 
 async def update_subscription(request: web.Request) -> web.Response:
-    scope = _admin(request)
+    scope = _admin(request, write=True)
     Params(request.query, ())
     sub = _subscription(request, scope)
     body = await _body(request)
@@ -167,7 +175,7 @@ async def update_subscription(request: web.Request) -> web.Response:
 
 
 async def delete_subscription(request: web.Request) -> web.Response:
-    scope = _admin(request)
+    scope = _admin(request, write=True)
     Params(request.query, ())
     sub = _subscription(request, scope)
     webhooks = _webhooks(request)
@@ -249,7 +257,7 @@ def _targets(request: web.Request, scope: Scope, body: Any, *, resume: bool) -> 
 
 
 async def resume_failed(request: web.Request) -> web.Response:
-    scope = _admin(request)
+    scope = _admin(request, write=True)
     Params(request.query, ())
     webhooks = _webhooks(request)
     await _read_back(webhooks, jobs=True)
@@ -261,7 +269,7 @@ async def resume_failed(request: web.Request) -> web.Response:
 
 
 async def delete_failed(request: web.Request) -> web.Response:
-    scope = _admin(request)
+    scope = _admin(request, write=True)
     Params(request.query, ())
     webhooks = _webhooks(request)
     await _read_back(webhooks, jobs=True)

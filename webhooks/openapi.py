@@ -27,7 +27,10 @@ _DESCRIPTION = {"type": "string", "maxLength": MAX_DESCRIPTION}
 _ERRORS = {
     400: "The body or a parameter is invalid; the message says which and what is accepted.",
     401: "The API key is missing, malformed, unknown or revoked.",
-    403: "A user key: webhooks are managed with an admin key.",
+    403: (
+        "A user key (webhooks are managed with an admin key), or, for a change, a key "
+        "without the write scope."
+    ),
     404: "No such subscription or job for this key's tenant.",
     413: "The request body is larger than 64 KiB.",
     503: "Webhook state is still loading; retry shortly.",

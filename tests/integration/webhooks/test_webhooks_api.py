@@ -27,8 +27,24 @@ async def test_user_keys_get_403_and_tenants_see_only_their_own(fast: Settings) 
             assert (await api.call("GET", "/v1/webhooks", "acme-u1"))[0] == 403
             assert (await api.call("GET", "/v1/webhooks/failed", "acme-u1"))[0] == 403
 
+            # An admin key without the write scope reads, and changes nothing.
+            status, answer = await api.call(
+                "POST", "/v1/webhooks", "acme-reader", {"url": acme.url, "event_types": ["*"]}
+            )
+            assert status == 403 and "write scope" in answer["error"]["message"]
+            assert (await api.call("GET", "/v1/webhooks", "acme-reader"))[0] == 200
+
             acme_sub = await api.subscribe(acme, "acme-admin")
             globex_sub = await api.subscribe(globex, "globex-admin")
+            for method, path, body in (
+                ("PATCH", f"/v1/webhooks/{acme_sub['id']}", {"paused": True}),
+                ("DELETE", f"/v1/webhooks/{acme_sub['id']}", None),
+                ("POST", "/v1/webhooks/failed/resume", {"subscription_id": acme_sub["id"]}),
+            ):
+                status, _ = await api.call(method, path, "acme-reader", body=body)
+                assert status == 403, (method, path)
+            status, shown = await api.call("GET", f"/v1/webhooks/{acme_sub['id']}", "acme-reader")
+            assert status == 200 and shown["status"] == "active"
             # Another tenant's subscription is not found, whatever the verb.
             for method in ("GET", "PATCH", "DELETE"):
                 status, _ = await api.call(

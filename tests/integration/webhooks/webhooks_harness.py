@@ -27,7 +27,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from changefeed.config import Settings, WebhookSettings
 from events_api.access.key_topic import KeyStore
-from events_api.access.keys import new_key
+from events_api.access.keys import KeyScope, Role, new_key
 from events_api.runtime import EventsApi, serve
 from schemas.codec import default_codec
 from webhooks.address_guard import Resolve, system_resolve
@@ -68,11 +68,17 @@ class ChangePublisher:
         self.producer.close()
 
 
+# Keys that manage webhooks carry the write scope; "acme-reader" is an admin key without it.
+READ_ONLY = {"acme-reader"}
+
+
 def create_keys(settings: Settings) -> dict[str, str]:
     store = KeyStore(settings)
     keys = {}
-    for label, (tenant, role, user) in KEY_SPECS.items():
-        key, record = new_key(tenant, role, user_id=user, name=label)
+    specs = {**KEY_SPECS, "acme-reader": ("acme", Role.ADMIN, None)}
+    for label, (tenant, role, user) in specs.items():
+        scopes = (KeyScope.READ,) if label in READ_ONLY else (KeyScope.READ, KeyScope.WRITE)
+        key, record = new_key(tenant, role, user_id=user, name=label, scopes=scopes)
         store.put(record)
         keys[label] = key
     return keys
