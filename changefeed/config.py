@@ -249,16 +249,6 @@ def parse_duration_s(name: str, text: str) -> float:
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-
-
 def _secret(env: Mapping[str, str], home: Path) -> bytes:
     """``CHANGEFEED_SECRET``, else a random secret kept in ``$CHANGEFEED_HOME/secret.key``.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from kafka import KafkaAdminClient
@@ -39,29 +39,25 @@ def admin_client(
 
 def metadata_answers(bootstrap: str, *, timeout_s: float = 3.0) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata (describe cluster) request."""
-    quiet = logging.getLogger("kafka")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # connection refused is the expected answer while starting
-    try:
-        with admin_client(bootstrap, timeout_s=timeout_s) as client:
-            client.describe_cluster()
-        return True
-    except (BrokerError, KafkaError, OSError, ValueError):
-        return False
-    finally:
-        quiet.setLevel(level)
+    return _answers(bootstrap, timeout_s, lambda client: client.describe_cluster())
 
 
 def groups_answer(bootstrap: str, *, timeout_s: float = 3.0) -> bool:
     """True when the broker at ``bootstrap`` has a group coordinator: consumer groups and
     transactions can start. A fresh broker answers metadata a few seconds before that,
     while it creates its offsets topic."""
+    return _answers(
+        bootstrap, timeout_s, lambda client: client.describe_groups(["changefeed-readiness-probe"])
+    )
+
+
+def _answers(bootstrap: str, timeout_s: float, ask: Callable[[KafkaAdminClient], object]) -> bool:
     quiet = logging.getLogger("kafka")
     level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
+    quiet.setLevel(logging.CRITICAL)  # connection refused is the expected answer while starting
     try:
         with admin_client(bootstrap, timeout_s=timeout_s) as client:
-            client.describe_groups(["changefeed-readiness-probe"])
+            ask(client)
         return True
     except (BrokerError, KafkaError, OSError, ValueError):
         return False
