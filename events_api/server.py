@@ -25,7 +25,6 @@ lagging; 503 with the reasons otherwise), ``/livez`` and ``/metrics``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +38,10 @@ from changefeed.config import Settings
 from changefeed.web_limits import LimitedAppRunner
 from events_api.errors import Unavailable
 from events_api.http import mount
+from events_api.relay import Relay, key_headers
 from events_api.runtime import EventsApi
 from events_api.subjects import SubjectStateView
 
-FORWARD_TIMEOUT_S = 10.0
-_PASSED_ON = ("Authorization", "X-Api-Key")
-SERVED_BY = "X-Changefeed-Served-By"
 _API = web.AppKey("events_api", EventsApi)
 
 
@@ -53,24 +50,12 @@ class WorkerSubjectStates:
 
     def __init__(self, worker_url: str) -> None:
         self.worker = URL(worker_url)
-        self._session: aiohttp.ClientSession | None = None
+        self._relay = Relay()
 
     async def forward(self, request: web.Request, subject_key: str) -> web.StreamResponse | None:
-        headers = {h: request.headers[h] for h in _PASSED_ON if h in request.headers}
         url = self.worker.join(URL(request.raw_path, encoded=True))
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
-            )
         try:
-            async with self._session.get(url, headers=headers) as answer:
-                body = await answer.read()
-                return web.Response(
-                    body=body,
-                    status=answer.status,
-                    content_type=answer.content_type,
-                    headers={SERVED_BY: str(self.worker), "Cache-Control": "no-store"},
-                )
+            return await self._relay.get(url, key_headers(request), str(self.worker))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(
                 f"subject state comes from the workers, and {self.worker} did not answer "
@@ -81,9 +66,7 @@ class WorkerSubjectStates:
         raise Unavailable("subject state is forwarded to a worker; retry")  # pragma: no cover
 
     async def close(self) -> None:
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                await self._session.close()
+        await self._relay.close()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ others 404), and the failed-jobs list merges every worker's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 
 import aiohttp
@@ -42,6 +41,7 @@ from changefeed.config import Settings
 from events_api.errors import Unavailable
 from events_api.events import rfc3339_micros
 from events_api.http import mount
+from events_api.relay import Relay, key_headers
 from events_api.runtime import EventsApi
 from events_api.subjects import SubjectStateView
 from events_api.write_routes import PeerAnswer
@@ -52,9 +52,6 @@ from processors.tables import ChangeTables, tables_of
 from schemas.schedules import Schedule
 
 FORWARDED = "X-Changefeed-Forwarded"
-SERVED_BY = "X-Changefeed-Served-By"
-FORWARD_TIMEOUT_S = 10.0
-_PASSED_ON = ("Authorization", "X-Api-Key")
 
 
 def register_events_api(
@@ -107,7 +104,7 @@ class TableSubjectStates:
     def __init__(self, app: faust.App, partitions: int) -> None:
         self.app = app
         self.partitions = partitions
-        self._session: aiohttp.ClientSession | None = None
+        self._relay = Relay()
 
     async def forward(self, request: web.Request, subject_key: str) -> web.StreamResponse | None:
         if request.headers.get(FORWARDED):
@@ -128,24 +125,12 @@ class TableSubjectStates:
         raise Unavailable("the owner of this subject's partition is not known yet; retry")
 
     async def _ask(self, owner: URL, request: web.Request) -> web.Response:
-        headers = {h: request.headers[h] for h in _PASSED_ON if h in request.headers}
-        headers[FORWARDED] = "1"
+        headers = {**key_headers(request), FORWARDED: "1"}
         # The raw path: decoded, a %2F of a subject id would become a separator and name
         # another route or subject on the owner.
         url = owner.with_path(request.rel_url.raw_path, encoded=True).with_query(request.query)
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
-            )
         try:
-            async with self._session.get(url, headers=headers) as answer:
-                body = await answer.read()
-                return web.Response(
-                    body=body,
-                    status=answer.status,
-                    content_type=answer.content_type,
-                    headers={SERVED_BY: str(owner), "Cache-Control": "no-store"},
-                )
+            return await self._relay.get(url, headers, str(owner))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"the worker that holds this subject did not answer: {exc}") from exc
 
@@ -164,9 +149,7 @@ class TableSubjectStates:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                await self._session.close()
+        await self._relay.close()
 
 
 class TableSchedules:
@@ -175,7 +158,7 @@ class TableSchedules:
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
-        self._session: aiohttp.ClientSession | None = None
+        self._relay = Relay()
 
     def _tables(self) -> ChangeTables:
         if not self.app.tables.actives_ready:
@@ -212,15 +195,10 @@ class TableSchedules:
         ]
         if not peers:
             return []
-        headers = {h: request.headers[h] for h in _PASSED_ON if h in request.headers}
-        headers[FORWARDED] = "1"
+        headers = {**key_headers(request), FORWARDED: "1"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
-            )
-        session = self._session
+        session = self._relay.session()
 
         async def ask(peer: URL) -> PeerAnswer:
             url = peer.with_path(request.rel_url.raw_path, encoded=True).with_query(
@@ -235,9 +213,7 @@ class TableSchedules:
             raise Unavailable(f"another worker did not answer: {exc}") from exc
 
     async def close(self) -> None:
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                await self._session.close()
+        await self._relay.close()
 
 
 def subject_partition(subject_key: str, partitions: int) -> int:

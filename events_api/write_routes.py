@@ -38,6 +38,7 @@ from events_api.access.keys import ApiKeyRecord, KeyScope
 from events_api.errors import BadRequest, Forbidden, NotFound
 from events_api.filters import Params, check_text
 from events_api.http import FEED, key_record_of
+from events_api.relay import SERVED_BY
 from events_api.service import subject_key
 from events_api.writes import (
     ActionSink,
@@ -59,7 +60,6 @@ from schemas.schedules import (
 
 MAX_BODY_BYTES = 256 * 1024
 _NO_STORE = {"Cache-Control": "no-store"}
-SERVED_BY = "X-Changefeed-Served-By"
 
 
 @dataclass(frozen=True)
