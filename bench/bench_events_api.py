@@ -436,28 +436,15 @@ async def run(args: argparse.Namespace, settings: Settings, worker: WorkerProces
         )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--bootstrap", default=os.environ.get("CHANGEFEED_BOOTSTRAP", "127.0.0.1:29092")
-    )
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--tenants", type=int, default=100)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=2000, help="requests per latency figure")
-    parser.add_argument("--wakeups", type=int, default=200, help="long-poll wake-up trials")
-    parser.add_argument("--pollers", type=int, default=1000, help="concurrent long polls")
-    parser.add_argument("--port", type=int, default=16099, help="the worker's web port")
-    parser.add_argument("--index-timeout", type=float, default=900.0)
-    parser.add_argument("--keep", action="store_true", help="keep the worker's data directory")
-    args = parser.parse_args()
-
+def prepare(args: argparse.Namespace, name: str) -> tuple[Settings, Path, KeyStore]:
+    """Fresh topics named after ``name``, ``args.events`` ChangeEvents over six days of
+    ``args.tenants`` tenants, and an admin key of each tenant (in ``args.keys``)."""
     unique = uuid.uuid4().hex[:8]
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-events-api-"))
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
     settings = Settings(
         bootstrap=args.bootstrap,
-        topic_prefix=f"bench{unique}.",
-        app_id=f"bench-{unique}",
+        topic_prefix=f"{name}{unique}.",
+        app_id=f"{name}-{unique}",
         partitions=args.partitions,
         data_dir=data_dir,
         secret=os.urandom(24).hex().encode(),
@@ -477,6 +464,26 @@ def main() -> int:
         key, record = new_key(tenant, Role.ADMIN, name="bench")
         store.put(record)
         args.keys[tenant] = key
+    return settings, data_dir, store
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("CHANGEFEED_BOOTSTRAP", "127.0.0.1:29092")
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=2000, help="requests per latency figure")
+    parser.add_argument("--wakeups", type=int, default=200, help="long-poll wake-up trials")
+    parser.add_argument("--pollers", type=int, default=1000, help="concurrent long polls")
+    parser.add_argument("--port", type=int, default=16099, help="the worker's web port")
+    parser.add_argument("--index-timeout", type=float, default=900.0)
+    parser.add_argument("--keep", action="store_true", help="keep the worker's data directory")
+    args = parser.parse_args()
+
+    settings, data_dir, _ = prepare(args, "bench")
     worker = start_worker(settings, args.port, data_dir / "worker.log")
     try:
         asyncio.run(run(args, settings, worker))

@@ -30,16 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench_events_api import DAY_US, Bench, WorkerProcess, delete_own_topics, publish, start_worker
+from bench_events_api import Bench, WorkerProcess, delete_own_topics, prepare, start_worker
 
 from changefeed.config import Settings
-from changefeed.topics import ensure_topics
-from events_api.access.key_topic import KeyStore
 from events_api.access.keys import Role, new_key
 
 TARGET_MS = 500.0
@@ -209,31 +206,7 @@ def main() -> int:
         if not os.access(path, os.X_OK):
             raise SystemExit(f"{path} is missing: apt-get install -y chromium chromium-driver")
 
-    unique = uuid.uuid4().hex[:8]
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-explorer-"))
-    settings = Settings(
-        bootstrap=args.bootstrap,
-        topic_prefix=f"benchx{unique}.",
-        app_id=f"benchx-{unique}",
-        partitions=args.partitions,
-        data_dir=data_dir,
-        secret=os.urandom(24).hex().encode(),
-    )
-    ensure_topics(settings)
-    now_us = time.time_ns() // 1000
-    span_us = 6 * DAY_US
-    seconds = publish(settings, args.events, args.tenants, now_us - span_us - 60_000_000, span_us)
-    print(
-        f"publish    {args.events:,} ChangeEvents for {args.tenants} tenants to "
-        f"{settings.topic('changes')} ({args.partitions} partitions) in {seconds:.0f}s"
-    )
-    store = KeyStore(settings)
-    args.keys = {}
-    for i in range(args.tenants):
-        tenant = f"tenant-{i:03d}"
-        key, record = new_key(tenant, Role.ADMIN, name="bench")
-        store.put(record)
-        args.keys[tenant] = key
+    settings, data_dir, store = prepare(args, "benchx")
     user_key, record = new_key("tenant-000", Role.USER, user_id="u-3", name="bench")
     store.put(record)
     worker = start_worker(settings, args.port, data_dir / "worker.log")
