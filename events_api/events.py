@@ -10,12 +10,17 @@ What is served is always strict JSON (:mod:`schemas.action_contract`): a payload
 is not strict JSON (a lone surrogate escape, ``1e400``, ``NaN``, nesting beyond the
 contract's depth: what another producer's record may carry into ``changes``) is served as
 a JSON string holding the text, never as ``Infinity`` or a string no encoder can write.
+:func:`event_json` gives the text the index stores and webhooks send: compact, non-ASCII
+kept as UTF-8 characters.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from schemas.action_contract import ContractViolation, loads_strict
 
@@ -98,6 +103,21 @@ def render_event(change: dict[str, Any], partition: int, offset: int) -> dict[st
         "source": change.get("source", ""),
         "position": {"partition": partition, "offset": offset},
     }
+
+
+def event_json(change: dict[str, Any], partition: int, offset: int) -> str:
+    """:func:`render_event` as compact JSON text (non-ASCII characters kept as they are).
+
+    Raises ``ValueError`` (``UnicodeEncodeError`` included) when the rendering cannot be
+    stored as valid Unicode: an id or a non-JSON payload text carrying a lone surrogate.
+    """
+    rendered = render_event(change, partition, offset)
+    try:
+        return orjson.dumps(rendered).decode()
+    except TypeError:
+        # orjson writes neither integers past 64 bits nor lone surrogates: json writes the
+        # first, and leaves the second in the text, where the caller's check refuses it.
+        return json.dumps(rendered, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _operation(op: dict[str, Any]) -> dict[str, Any]:

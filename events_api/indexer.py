@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
@@ -49,7 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from events_api.errors import FeedError
-from events_api.events import CHANGE_EVENT_SCHEMA, epoch_micros, render_event
+from events_api.events import CHANGE_EVENT_SCHEMA, epoch_micros, event_json
 from events_api.index import FeedIndex, IndexedEvent
 from events_api.signals import TenantSignals
 
@@ -66,7 +65,6 @@ PARENT_CHECK_S = 0.5
 # Inserts touch the tail of the indexes only: a small page cache and no memory map (whose
 # touched pages would count in the writer's RSS) serve them.
 WRITER_CACHE_MB = 16
-_JSON_SEPARATORS = (",", ":")
 
 
 class Codec(Protocol):
@@ -77,12 +75,7 @@ def to_indexed(codec: Codec, partition: int, offset: int, value: bytes) -> Index
     """The index row of one ``changes`` record; raises on bytes that are not one, and on a
     record whose rendering is not storable, strict JSON (see :func:`check_storable`)."""
     change = codec.decode(value, CHANGE_EVENT_SCHEMA)
-    body = json.dumps(
-        render_event(change, partition, offset),
-        separators=_JSON_SEPARATORS,
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    body = event_json(change, partition, offset)
     actor = change.get("actor") or {}
     event = IndexedEvent(
         partition=partition,

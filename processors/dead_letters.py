@@ -40,7 +40,7 @@ DEAD_LETTER_SCHEMA = "changefeed.DeadLetter"
 MAX_REASON_CHARS = 2000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RawRecord:
     """One record of the ``actions`` topic, as it came off the wire."""
 

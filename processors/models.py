@@ -23,6 +23,9 @@ table                     key                             value
 Schedule ids are UUIDs and subject keys never contain NUL, so the three kinds of
 ``schedules`` keys never collide; see :mod:`processors.schedule_commands`.
 
+The records here are built once per action on the hot path: plain slotted dataclasses, to be
+treated as read-only (a change is a new record, as :func:`dataclasses.replace` makes).
+
 A late action is diffed against its true predecessor: the subject's state lists the
 positions and event ids of its :data:`RECENT_CHANGES` newest changes (:class:`RecentChange`),
 and the predecessor's payload is in its event id's :class:`SeenEvent`, kept for the
@@ -31,9 +34,10 @@ retention window.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from schemas import action_contract
 
@@ -44,8 +48,6 @@ TABLE_NAMES = (SUBJECT_STATE, SEEN_EVENTS, SCHEDULES)
 
 RECENT_CHANGES = 8
 """How many of a subject's newest changes its state remembers, for diffing late actions."""
-
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def subject_key(tenant_id: str, subject_type: str, subject_id: str) -> str:
@@ -97,7 +99,7 @@ def is_older(
     return occurred_at < than_occurred_at
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Write:
     """One table entry to set; ``value`` ``None`` deletes it."""
 
@@ -116,7 +118,7 @@ def _pack(values: dict[str, Any], payload: str | None) -> bytes:
     The payload is JSON text already: stored after the header rather than inside it, it is
     neither escaped on the way in nor unescaped on the way out (the largest part of a value).
     """
-    head = _JSON.encode(values).encode()
+    head = orjson.dumps(values)  # the bytes json.dumps(separators=(",", ":")) would give
     if payload is None:
         return head + b"\n" + _NO_PAYLOAD
     return head + b"\n" + payload.encode()
@@ -124,11 +126,11 @@ def _pack(values: dict[str, Any], payload: str | None) -> bytes:
 
 def _unpack(data: bytes) -> tuple[dict[str, Any], str | None]:
     head, _, tail = data.partition(b"\n")  # compact JSON has no raw newline
-    values: dict[str, Any] = json.loads(head)
+    values: dict[str, Any] = orjson.loads(head)
     return values, None if tail == _NO_PAYLOAD else tail.decode()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecentChange:
     """Where one recorded change of a subject stands in its order: a late action's
     predecessor is the newest of these older than it."""
@@ -138,7 +140,7 @@ class RecentChange:
     event_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SubjectState:
     """The current state of one subject, as of its newest applied action.
 
@@ -192,7 +194,7 @@ class SubjectState:
         return tuple(entries[-RECENT_CHANGES:])
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SeenEvent:
     """An event_id already processed; remembered for the retention window from ``seen_ms``.
 

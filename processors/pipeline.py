@@ -48,7 +48,6 @@ rely on:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -117,7 +116,7 @@ class OutcomeKind(StrEnum):
     """A schedule command applied to the ``schedules`` table; nothing is published."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     """The result of one action: at most one record to publish and the writes to apply.
 
@@ -138,7 +137,7 @@ class Outcome:
         return self.kind in (OutcomeKind.CHANGED, OutcomeKind.LATE)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Action:
     """A decoded and validated action, with the values the pipeline derives from it."""
 
@@ -307,7 +306,7 @@ class ActionPipeline:
         if action.action == "custom":
             operations: Any = ([], {})
         else:
-            previous = json.loads(previous_text) if previous_text is not None else None
+            previous = loads_strict(previous_text) if previous_text is not None else None
             diff = diff_payloads(previous, payload)
             if self._is_noop(action, diff.changed, previous_text, current, late):
                 return self._noop(action, current, late, now_us)

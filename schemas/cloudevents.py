@@ -94,14 +94,23 @@ def rfc3339(moment: datetime | int) -> str:
         if moment.tzinfo is None:
             raise EncodeError("CloudEvents time must be an aware datetime", field="time")
         moment = moment.astimezone(UTC)
-    else:
+        return moment.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
+    global _last_second
+    seconds, micros = divmod(moment, 1_000_000)
+    second, text = _last_second
+    if seconds != second:  # consecutive events mostly share their second
         try:
-            moment = _EPOCH + timedelta(microseconds=moment)
+            start = _EPOCH + timedelta(seconds=seconds)
         except OverflowError as exc:
             raise EncodeError(
                 f"CloudEvents time {moment} us is out of range", field="time"
             ) from exc
-    return moment.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
+        text = start.isoformat(timespec="seconds").removesuffix("+00:00")
+        _last_second = (seconds, text)
+    return f"{text}.{micros:06d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "1969-12-31T23:59:59")
 
 
 def _attribute_name(key: str) -> str | None:

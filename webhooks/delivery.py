@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import json
 import logging
 import random
 import time
@@ -50,7 +49,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from changefeed.config import Settings
 from changefeed.kafka.follower import TopicFollower
-from events_api.events import CHANGE_EVENT_SCHEMA, epoch_micros, render_event
+from events_api.events import CHANGE_EVENT_SCHEMA, epoch_micros, event_json
 from schemas.codec import default_codec
 from webhooks.jobs import FailedJob, JobState, Request, job_id_of, quit_job, waiting_job
 from webhooks.progress import PartitionProgress
@@ -74,7 +73,6 @@ MAX_HELD = 100_000
 COMMIT_INTERVAL_S = 0.2
 FETCH_RECORDS = 2000
 LOAD_TIMEOUT_S = 60.0
-_JSON = (",", ":")
 
 WAITING_FOR_SUBJECT = "waiting: an earlier change of this subject is not delivered yet"
 DEFERRED = "waiting: the endpoint is slower than the feed; deliveries queued ahead of it"
@@ -619,9 +617,7 @@ class DeliveryService:
         progress.read(message.offset, len(matching))
         if not matching:
             return
-        body = json.dumps(
-            render_event(change, partition, message.offset), separators=_JSON, ensure_ascii=False
-        ).encode()
+        body = event_json(change, partition, message.offset).encode()
         subject = (
             message.key.decode(errors="replace")
             if message.key

@@ -158,3 +158,30 @@ def test_index_files_are_readable_by_the_owner_only(tmp_path: Path) -> None:
         index.close()
     finally:
         os.umask(old_umask)
+
+
+def test_bodies_keep_integers_past_64_bits_and_non_ascii_text() -> None:
+    from events_api.events import event_json, render_event
+
+    change = change_event(1, action="custom", current=None)
+    change["current_payload"] = '{"big": 123456789012345678901234567890, "name": "Zoë ✓"}'
+    body = event_json(change, 0, 7)
+    # orjson writes neither an integer past 64 bits nor reads one as such: the body falls back
+    # to json and keeps it exact.
+    assert json.loads(body) == render_event(change, 0, 7)
+    assert json.loads(body)["current_payload"]["big"] == 123456789012345678901234567890
+    assert "Zoë ✓" in body and "\\u" not in body
+
+
+def test_a_body_with_a_lone_surrogate_is_rendered_and_refused_by_the_storable_check() -> None:
+    from events_api.events import event_json
+    from events_api.indexer import check_storable
+
+    change = change_event(1, action="custom", current=None)
+    change["current_payload"] = "not json \ud83d"  # decoded from another producer's Avro
+    change["payload_content_type"] = "text/plain"
+    body = event_json(change, 0, 1)  # orjson refuses it: json renders it
+    assert body.endswith("}") and "not json \ud83d" in body
+    event = replace(to_indexed(default_codec(), 0, 1, encoded(change_event(1))), body=body)
+    with pytest.raises(UnicodeEncodeError):
+        check_storable(event)

@@ -19,6 +19,7 @@ from schemas.action_contract import (
     MAX_DEPTH,
     MAX_STATE_PAYLOAD_BYTES,
     ContractViolation,
+    _loads_checked,
     check_action,
     loads_strict,
     parse_subject_key,
@@ -203,3 +204,85 @@ def test_masking_reaches_every_shape_and_is_applied_once(tmp_path: Path) -> None
     assert "hunter2-text" not in (text.payload_text or "")
     assert "t0k3n" not in (text.payload_text or "")
     assert "user=bob" in (text.payload_text or "")
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with every type spelled out (1 and 1.0, 0.0 and -0.0 differ), key order kept."""
+    if isinstance(value, dict):
+        return ("object", [(key, _typed(item)) for key, item in value.items()])
+    if isinstance(value, list):
+        return ("array", [_typed(item) for item in value])
+    if isinstance(value, float):
+        return ("float", value.hex())
+    return (type(value).__name__, value)
+
+
+def _reading(parse: Any, text: str) -> Any:
+    try:
+        return ("value", _typed(parse(text, "payload")))
+    except ContractViolation as exc:
+        return ("refused", exc.reason)
+
+
+_JSON_PIECES = [
+    *'{}[]",:0123456789.eE+- \t\n\\/tfrueanl',
+    "true",
+    "false",
+    "null",
+    "NaN",
+    "Infinity",
+    "1e400",
+    "-1e400",
+    "\ufeff",
+    "é",
+    "\x00",
+    "\x1f",
+    "\ud800",
+    "\udc00",
+    '"\\ud83d\\ude00"',
+    '"\\ud800"',
+    '"\\udc00\\ud800"',
+    "\\u00e9",
+    "\\u0000",
+    "12345678901234567890",
+    "-9223372036854775809",
+    "9223372036854775807",
+    "0.1234567890123456789",
+    '{"a":1,"a":2}',
+    "[[[[[[[[[[",
+    "]]]]]]]]]]",
+    "1.7976931348623159e308",
+    "4.9e-324",
+    "-0",
+    "-0.0",
+]
+
+
+@given(st.lists(st.sampled_from(_JSON_PIECES), max_size=30).map("".join))
+@settings(max_examples=3000)
+def test_strict_json_reads_every_text_as_the_standard_parser_with_the_checks(text: str) -> None:
+    # loads_strict reads most texts with orjson and falls back to json with the contract's
+    # checks; both must agree on every text: the same value (types, key order, the sign of
+    # zero), or the same refusal with the same reason.
+    assert _reading(loads_strict, text) == _reading(_loads_checked, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "123456789012345678901234567890",  # past 64 bits: orjson would read a float
+        "-9223372036854775809",
+        '{"n": [18446744073709551616, 1e-7, 2.5e+16, -0.0]}',
+        "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1),
+        "[" * MAX_DEPTH + "]" * MAX_DEPTH,
+        '{"x": NaN}',
+        '{"x": 1e400}',
+        '{"x": "\\ud800"}',
+        '{"x": "\ud800"}',
+        '{"x": 1,}',
+    ],
+)
+def test_strict_json_edge_cases_read_as_the_standard_parser_reads_them(text: str) -> None:
+    assert _reading(loads_strict, text) == _reading(_loads_checked, text)
+    if text.startswith("123"):
+        assert loads_strict(text) == 123456789012345678901234567890

@@ -123,3 +123,19 @@ def test_unusable_headers_raise_decode_error(
 ) -> None:
     with pytest.raises(DecodeError, match=message):
         parse_cloudevent_headers(headers)
+
+
+def test_microsecond_times_read_the_same_in_any_order_of_calls() -> None:
+    # rfc3339 keeps the text of the last second it formatted: times within it, before it,
+    # after it and on both sides of the epoch must all read as the datetime path reads them.
+    import random
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    base = 1_764_409_000_000_000
+    moments = [base + n for n in (0, 1, 999_999, 1_000_000, 999_999, -1, 5)]
+    moments += [-1, 0, -1_000_000, -1_000_001, 253_402_300_799_999_999, -62_135_596_800_000_000]
+    moments += [
+        random.randrange(-62_135_596_800_000_000, 253_402_300_800_000_000) for _ in range(2000)
+    ]
+    for micros in moments:
+        assert rfc3339(micros) == rfc3339(epoch + timedelta(microseconds=micros)), micros
