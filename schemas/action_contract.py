@@ -29,9 +29,9 @@ Payload (strict JSON)
     ``NaN``/``Infinity``, no ``1e400``, which Python would read as infinity), nesting at
     most :data:`MAX_DEPTH` deep. Text payloads must be valid Unicode too. The usual payload
     is parsed by orjson, which refuses everything above by itself; text it refuses, text
-    nested deeper than :data:`MAX_DEPTH` could be and text with a run of 19 digits (an
-    integer orjson would read as a float) go through :mod:`json` with the checks above, which
-    give the reason. Both read every accepted text to the same value.
+    with more brackets than :data:`MAX_DEPTH` and values holding a float past the 64-bit
+    integers (orjson reads a longer integer as one) are read again by :mod:`json` with the
+    checks above, which give the reason. Both read every accepted text to the same value.
 
 Size budget
     A change event carries a state payload up to 11 times in the worst case: previous and
@@ -76,7 +76,8 @@ _NAME = re.compile(f"^{NAME_PATTERN}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_LONG_NUMBER = re.compile(r"[0-9]{19}")
+_INT64_BOUND = 9.2e18
+"""Below 2**63 (about 9.22e18): no 64-bit integer reads as a float this large or larger."""
 _FINGERPRINT = re.compile(r"^[a-z0-9-]{2,32}:[0-9a-f]{8,128}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -224,9 +225,32 @@ def loads_strict(text: str, what: str = "payload") -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return _loads_checked(text, what)  # which says why, in the contract's words
-    if text.count("[") + text.count("{") > MAX_DEPTH or _LONG_NUMBER.search(text):
+    if len(text) >= 19 and (  # shorter text holds neither 19 digits nor MAX_DEPTH brackets
+        text.count("[") + text.count("{") > MAX_DEPTH or _holds_float_past_int64(value)
+    ):
         return _loads_checked(text, what)
     return value
+
+
+def _holds_float_past_int64(value: Any) -> bool:
+    """Whether ``value`` holds a float beyond the 64-bit integers: orjson reads an integer
+    literal past them as one (json, exactly), so such a value is read again by json."""
+    kind = type(value)
+    if kind is float:
+        return not -_INT64_BOUND < value < _INT64_BOUND
+    if kind is not dict and kind is not list:
+        return False
+    stack = [value]
+    while stack:
+        container = stack.pop()
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is float:
+                if not -_INT64_BOUND < item < _INT64_BOUND:
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(item)
+    return False
 
 
 def _loads_checked(text: str, what: str) -> Any:

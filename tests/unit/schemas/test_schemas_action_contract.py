@@ -273,6 +273,7 @@ def test_strict_json_reads_every_text_as_the_standard_parser_with_the_checks(tex
         "123456789012345678901234567890",  # past 64 bits: orjson would read a float
         "-9223372036854775809",
         '{"n": [18446744073709551616, 1e-7, 2.5e+16, -0.0]}',
+        '{"n": [18446744073709551615, -9223372036854775808, 1e19, -9.3e18, {"m": [1e300]}]}',
         "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1),
         "[" * MAX_DEPTH + "]" * MAX_DEPTH,
         '{"x": NaN}',
