@@ -71,6 +71,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from changefeed.broker import broker_for
 from changefeed.config import Settings
+from changefeed.kafka.admin import delete_topics_named
 from changefeed.topics import TopicSpec, changelog_topic, ensure_topics
 from processors import models
 from processors.dead_letters import RawRecord
@@ -103,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         if "quix" in phases and "throughput" not in phases:
             results["quix"] = quix_phase(bootstrap, args)
     finally:
+        if not args.keep_topics:
+            # A broker holding thousands of topics of earlier runs answers every metadata
+            # request with all of them, which slows the clients of the next runs.
+            marks = [f"bench-{run}" for run in RUNS] + [f"bench{run}." for run in RUNS]
+            dropped = delete_topics_named(bootstrap, marks)
+            _log(f"deleted the {len(dropped)} topics of this run")
         if started is not None:
             started.stop()
     print(json.dumps(results, indent=2))
@@ -125,15 +132,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ids", type=int, default=5_000_000, help="memory: I")
     parser.add_argument("--memory-load-seconds", type=float, default=30.0)
     parser.add_argument(
+        "--keep-topics",
+        action="store_true",
+        help="keep this run's topics (memory: to --reuse its changelogs later)",
+    )
+    parser.add_argument(
         "--reuse", metavar="RUN", help="memory: restore the changelogs an earlier run filled"
     )
     return parser
 
 
+RUNS: list[str] = []
+"""The run ids of the topics this process created; their topics are deleted at exit."""
+
+
 def _settings(
     bootstrap: str, args: argparse.Namespace, data_dir: Path, unique: str | None = None
 ) -> Settings:
-    unique = unique or uuid.uuid4().hex[:8]
+    if unique is None:
+        unique = uuid.uuid4().hex[:8]
+        RUNS.append(unique)
     settings = Settings(
         bootstrap=bootstrap,
         topic_prefix=f"bench{unique}.",
@@ -586,7 +604,10 @@ def memory(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.reuse:
             _log(f"reusing the changelogs of run {args.reuse}")
         else:
-            _log(f"run {settings.app_id.removeprefix('bench-')}: filling the changelogs")
+            _log(
+                f"run {settings.app_id.removeprefix('bench-')}: filling the changelogs"
+                " (with --keep-topics, a later run can --reuse them)"
+            )
             fill_changelogs(settings, args.subjects, args.ids)
         worker = Worker(settings, Path(tmp))
         try:

@@ -63,3 +63,15 @@ def _answers(bootstrap: str, timeout_s: float, ask: Callable[[KafkaAdminClient],
         return False
     finally:
         quiet.setLevel(level)
+
+
+def delete_topics_named(bootstrap: str, marks: list[str]) -> list[str]:
+    """Delete every topic whose name contains one of ``marks`` (the run ids a benchmark or
+    a test put in the names of the topics it created); returns their names, sorted."""
+    if not marks:
+        return []
+    with admin_client(bootstrap, timeout_s=60.0) as client:
+        doomed = sorted(t for t in client.list_topics() if any(mark in t for mark in marks))
+        if doomed:
+            client.delete_topics(doomed)
+    return doomed

@@ -48,3 +48,16 @@ def test_partition_drift_is_reported_not_changed(kafka_bootstrap: str, unique: s
     (report,) = ensure_topics(s, [spec])
     assert report.drift and "declared 2, topic has 3" in report.drift[0]
     assert describe_topics(s, [spec.name])[spec.name]["partitions"] == 3
+
+
+def test_topics_named_by_a_run_are_deleted_and_no_other(settings: Settings, unique: str) -> None:
+    from changefeed.kafka.admin import delete_topics_named
+
+    ours = [f"del{unique}.a", f"x-del{unique}-b"]
+    other = f"keep{unique}.c"
+    ensure_topics(settings, [TopicSpec(name, 1) for name in [*ours, other]])
+    assert delete_topics_named(settings.bootstrap, [f"del{unique}"]) == sorted(ours)
+    with admin_client(settings.bootstrap) as admin:
+        wait_until(lambda: not set(ours) & set(admin.list_topics()), 30, "the deleted topics to go")
+        assert other in admin.list_topics()
+    assert delete_topics_named(settings.bootstrap, []) == []
