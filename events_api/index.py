@@ -111,7 +111,7 @@ def split_id(rid: int) -> tuple[int, int]:
     return rid >> PARTITION_SHIFT, rid & OFFSET_MASK
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class IndexedEvent:
     """One ``changes`` record as the index stores it; ``body`` is its API JSON."""
 

@@ -1,7 +1,7 @@
 """Builds the Faust app of the processors; declaring things is left to their own modules.
 
 :func:`create_app` returns a fully wired processing app: the ``process_actions`` agent
-(:mod:`processors.agents`), the five tables (:mod:`processors.tables`), the health views
+(:mod:`processors.agents`), the three tables (:mod:`processors.tables`), the health views
 (:mod:`processors.health`) and the Prometheus metrics (:mod:`processors.metrics`), over
 Kafka transactions (:mod:`processors.exactly_once`).
 
