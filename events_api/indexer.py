@@ -4,12 +4,13 @@ One aiokafka consumer per worker, with **all** partitions assigned manually (no 
 group: every worker wants everything) and ``read_committed`` isolation, so an event is
 indexed only once the processors' transaction that produced it has committed. It resumes
 from the positions stored in the index, which advance in the same SQLite transaction as the
-rows: a crash never indexes a record twice nor skips one. Decoding, rendering and writing
-run in a child process that owns the index's write connection (:class:`IndexWriter`), so
-they cost the worker's event loop (which also runs the processors and the web server) no
-time under its interpreter lock: indexing uses the other core. The worker reads the same
-SQLite file (WAL: readers never wait for the writer). After each committed batch the tenants
-that received events are woken (:class:`~events_api.signals.TenantSignals`).
+rows: a crash never indexes a record twice nor skips one. Reading, decoding, rendering and
+writing run in a child process that owns the index's write connection and the consumer
+(:class:`IndexWriter`), so they cost the worker's event loop (which also runs the processors
+and the web server) no time under its interpreter lock: indexing uses the other core, and
+only a short report of each batch (tenants, count, positions, ends) comes back. The worker
+reads the same SQLite file (WAL: readers never wait for the writer). After each committed
+batch the tenants that received events are woken (:class:`~events_api.signals.TenantSignals`).
 
 Kafka having deleted offsets the index never read (a worker down for longer than the
 retention) is recorded as a gap (``gone_below``), never papered over: cursors from before
@@ -41,11 +42,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from events_api.errors import FeedError
 from events_api.events import CHANGE_EVENT_SCHEMA, epoch_micros, event_json
@@ -173,6 +173,134 @@ def index_health(
     return True, "", details
 
 
+class ReadReport(NamedTuple):
+    """What the writer process says of one batch it read and indexed."""
+
+    tenants: set[str]
+    indexed: int
+    positions: dict[int, int]
+    """The next offset to read, per partition."""
+    ends: dict[int, int]
+    """Each partition's end as the fetches reported it: the last stable offset, else the
+    high watermark."""
+    stable: dict[int, int]
+    """The last stable offsets the fetches reported (partitions not fetched yet: absent)."""
+
+
+class _Reader:
+    """The consumer of ``changes`` inside the writer process, on that process's event loop."""
+
+    def __init__(self, bootstrap: str, topic: str, index: FeedIndex) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.index = index
+        self.consumer: AIOKafkaConsumer | None = None
+        self.tps: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self.consumer.start()
+        self.tps = await self._assign(self.consumer)
+
+    async def read(self) -> tuple[list[RawChange], dict[int, int]]:
+        """The next records (at most :data:`MAX_BATCH`, waiting up to a second for some)
+        and the positions after them."""
+        consumer, tps = self.consumer, self.tps
+        assert consumer is not None
+        batches = await consumer.getmany(*tps, timeout_ms=1000, max_records=MAX_BATCH)
+        positions = {tp.partition: await consumer.position(tp) for tp in tps}
+        records = [
+            (m.partition, m.offset, m.value)
+            for tp in tps
+            for m in batches.get(tp, [])
+            if m.value is not None
+        ]
+        return records, positions
+
+    def ends(self) -> tuple[dict[int, int], dict[int, int]]:
+        """(ends, last stable offsets) as the consumer's fetches reported them."""
+        assert self.consumer is not None
+        ends, stable = {}, {}
+        for tp in self.tps:
+            end = self.consumer.last_stable_offset(tp)
+            if end is not None:
+                stable[tp.partition] = end
+            else:
+                end = self.consumer.highwater(tp)
+            if end is not None:
+                ends[tp.partition] = end
+        return ends, stable
+
+    async def end_offsets(self) -> dict[int, int]:
+        assert self.consumer is not None
+        ends = await self.consumer.end_offsets(self.tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def stop(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def _partitions_of_topic(self) -> set[int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([self.topic])
+        finally:
+            await admin.close()
+        return {
+            part["partition"]
+            for topic in described
+            if topic.get("topic") == self.topic and not topic.get("error_code")
+            for part in topic.get("partitions", ())
+        }
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        # The consumer's partitions_for_topic() only knows topics already assigned.
+        partitions = await self._partitions_of_topic()
+        if not partitions:
+            raise FeedError(f"topic {self.topic} does not exist (yet)")
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        known = self.index.partitions()
+        fresh: dict[int, int] = {}
+        for tp in tps:
+            state = known.get(tp.partition)
+            start = begins[tp]
+            if state is None:
+                fresh[tp.partition] = start
+            elif state.next_offset > ends[tp]:
+                raise FeedError(
+                    f"the index of {self.topic} is ahead of the topic (partition "
+                    f"{tp.partition}: {state.next_offset} > {ends[tp]}); was the topic "
+                    f"recreated? remove {self.index.path} to rebuild it"
+                )
+            elif state.next_offset < start:
+                log.warning(
+                    "%s[%d]: offsets %d-%d expired before they were indexed",
+                    self.topic,
+                    tp.partition,
+                    state.next_offset,
+                    start - 1,
+                )
+                self.index.skip_to(tp.partition, start)
+            else:
+                start = state.next_offset
+            consumer.seek(tp, start)
+        if fresh:
+            self.index.begin_partitions(fresh)
+        return tps
+
+
 class _ChildIndex:
     """The writing side of one index, inside the writer process (one per process)."""
 
@@ -181,6 +309,8 @@ class _ChildIndex:
     topic: str = ""
     skipped: int = 0
     last_skip: str = ""
+    loop: asyncio.AbstractEventLoop | None = None
+    reader: _Reader | None = None
 
     @classmethod
     def setup(cls, parent: int, path: str, topic: str) -> None:
@@ -198,15 +328,63 @@ class _ChildIndex:
         cls.index = FeedIndex(Path(path), topic, cache_mb=WRITER_CACHE_MB, mmap_mb=0)
         cls.codec = default_codec()
         cls.topic = topic
+        cls.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(cls.loop)
 
     @classmethod
     def call(cls, method: str, *args: Any) -> tuple[Any, int, int, str]:
-        """Run ``method`` on the index (or :meth:`write`); the result, then the index's
-        ``max_regression_us`` and the count and last of skipped records, which readers and
-        health need."""
+        """Run ``method`` here (one of :data:`_CHILD_CALLS`) or on the index; the result,
+        then the index's ``max_regression_us`` and the count and last of skipped records,
+        which readers and health need. An error other than the events API's own comes back
+        as a :class:`FeedError` naming it (the parent gets every error it can unpickle)."""
         assert cls.index is not None
-        fn = cls.write if method == "write" else getattr(cls.index, method)
-        return fn(*args), cls.index.max_regression_us, cls.skipped, cls.last_skip
+        fn = getattr(cls, method) if method in _CHILD_CALLS else getattr(cls.index, method)
+        try:
+            result = fn(*args)
+        except FeedError:
+            raise
+        except Exception as exc:
+            raise FeedError(f"{type(exc).__name__}: {exc}") from None
+        return result, cls.index.max_regression_us, cls.skipped, cls.last_skip
+
+    @classmethod
+    def follow_start(cls, bootstrap: str) -> None:
+        """Start reading the topic where the index left it (any earlier reader stopped)."""
+        assert cls.index is not None and cls.loop is not None
+        cls.follow_stop()
+        reader = _Reader(bootstrap, cls.topic, cls.index)
+        try:
+            cls.loop.run_until_complete(reader.start())
+        except BaseException:
+            cls.loop.run_until_complete(reader.stop())
+            raise
+        cls.reader = reader
+
+    @classmethod
+    def follow_step(cls) -> ReadReport:
+        """Read the next records (waiting up to a second for some) and index them."""
+        assert cls.loop is not None
+        if cls.reader is None:
+            raise FeedError("the feed index is not reading its topic")
+        records, positions = cls.loop.run_until_complete(cls.reader.read())
+        tenants, indexed = cls.write(records, positions)
+        ends, stable = cls.reader.ends()
+        return ReadReport(tenants, indexed, positions, ends, stable)
+
+    @classmethod
+    def follow_stop(cls) -> None:
+        assert cls.loop is not None
+        reader, cls.reader = cls.reader, None
+        if reader is not None:
+            cls.loop.run_until_complete(reader.stop())
+
+    @classmethod
+    def end_offsets(cls) -> dict[int, int]:
+        """The current end (last stable offset) of every partition, asked of the broker."""
+        assert cls.loop is not None
+        if cls.reader is None:
+            raise FeedError("the feed index is not reading its topic")
+        return cls.loop.run_until_complete(cls.reader.end_offsets())
 
     @classmethod
     def write(cls, records: list[RawChange], positions: dict[int, int]) -> tuple[set[str], int]:
@@ -227,8 +405,8 @@ class _ChildIndex:
         if not events and not moved:
             return set(), 0
         tenants, refused = cls.index.add(events, moved)
-        for event, exc in refused:
-            cls._skip(event.partition, event.offset, exc)
+        for event, error in refused:
+            cls._skip(event.partition, event.offset, error)
         return tenants, len(events) - len(refused)
 
     @classmethod
@@ -236,6 +414,9 @@ class _ChildIndex:
         cls.skipped += 1
         cls.last_skip = f"{cls.topic}[{partition}]@{offset}: {type(exc).__name__}"
         log.warning("not indexing %s[%d]@%d: %s", cls.topic, partition, offset, exc)
+
+
+_CHILD_CALLS = frozenset({"write", "follow_start", "follow_step", "follow_stop", "end_offsets"})
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -303,10 +484,9 @@ class FeedIndexer:
         self._writer: IndexWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._progress = asyncio.Condition()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._tps: list[TopicPartition] = []
         self._assigned = asyncio.Event()
         self._positions: dict[int, int] = {}
+        self._stable: dict[int, int] = {}
 
     @property
     def following(self) -> bool:
@@ -316,15 +496,11 @@ class FeedIndexer:
     def records_behind(self) -> dict[int, int]:
         """Committed records not indexed yet, by partition, where the end is known (from
         the latest fetch: empty until the indexer has fetched)."""
-        consumer = self._consumer
-        if consumer is None:
-            return {}
         lag = {}
-        for tp in self._tps:
-            end = consumer.last_stable_offset(tp)
-            position = self._positions.get(tp.partition)
-            if end is not None and position is not None:
-                lag[tp.partition] = max(0, end - position)
+        for partition, end in self._stable.items():
+            position = self._positions.get(partition)
+            if position is not None:
+                lag[partition] = max(0, end - position)
         return lag
 
     @property
@@ -387,13 +563,12 @@ class FeedIndexer:
         deadline = loop.time() + timeout_s
         try:
             await asyncio.wait_for(self._assigned.wait(), timeout_s)
-            assert self._consumer is not None
-            ends = await asyncio.wait_for(
-                self._consumer.end_offsets(self._tps), max(0.1, deadline - loop.time())
+            ends: dict[int, int] = await asyncio.wait_for(
+                self._on_writer("end_offsets"), max(0.1, deadline - loop.time())
             )
-        except (KafkaError, TimeoutError):
+        except (FeedError, TimeoutError):
             return None
-        return {tp.partition: offset for tp, offset in ends.items()}
+        return ends
 
     async def _on_writer(self, method: str, *args: Any) -> Any:
         if self._writer is None:
@@ -426,104 +601,24 @@ class FeedIndexer:
                 await asyncio.sleep(RETRY_S)
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=100,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
-        await consumer.start()
+        # The writer process reads and indexes; this process only hears what each batch did.
         try:
-            tps = await self._assign(consumer)
-            self._consumer, self._tps = consumer, tps
+            await self._on_writer("follow_start", self.bootstrap)
             self._assigned.set()
             while True:
-                batches = await consumer.getmany(*tps, timeout_ms=1000, max_records=MAX_BATCH)
-                positions = {tp.partition: await consumer.position(tp) for tp in tps}
-                records = [
-                    (m.partition, m.offset, m.value)
-                    for tp in tps
-                    for m in batches.get(tp, [])
-                    if m.value is not None
-                ]
-                tenants, indexed = await self._on_writer("write", records, positions)
-                self._positions = positions
-                self.indexed += indexed
+                report: ReadReport = await self._on_writer("follow_step")
+                self._positions, self._stable = report.positions, report.stable
+                self.indexed += report.indexed
                 self.failing_since, self.last_error = None, ""
-                self.lag.observe(time.monotonic(), self._ends(consumer, tps), positions)
-                self.signals.notify(tenants)
+                self.lag.observe(time.monotonic(), report.ends, report.positions)
+                self.signals.notify(report.tenants)
                 async with self._progress:
                     self._progress.notify_all()
         finally:
             self._assigned.clear()
-            self._consumer, self._tps, self._positions = None, [], {}
-            await consumer.stop()
-
-    @staticmethod
-    def _ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[int, int]:
-        """The last stable offsets the consumer's fetches reported (read_committed)."""
-        ends = {}
-        for tp in tps:
-            end = consumer.last_stable_offset(tp)
-            if end is None:
-                end = consumer.highwater(tp)
-            if end is not None:
-                ends[tp.partition] = end
-        return ends
-
-    async def _partitions_of_topic(self) -> set[int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            described = await admin.describe_topics([self.topic])
-        finally:
-            await admin.close()
-        return {
-            part["partition"]
-            for topic in described
-            if topic.get("topic") == self.topic and not topic.get("error_code")
-            for part in topic.get("partitions", ())
-        }
-
-    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        # The consumer's partitions_for_topic() only knows topics already assigned.
-        partitions = await self._partitions_of_topic()
-        if not partitions:
-            raise FeedError(f"topic {self.topic} does not exist (yet)")
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        begins = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        known = await self._on_writer("partitions")
-        fresh: dict[int, int] = {}
-        for tp in tps:
-            state = known.get(tp.partition)
-            start = begins[tp]
-            if state is None:
-                fresh[tp.partition] = start
-            elif state.next_offset > ends[tp]:
-                raise FeedError(
-                    f"the index of {self.topic} is ahead of the topic (partition "
-                    f"{tp.partition}: {state.next_offset} > {ends[tp]}); was the topic "
-                    f"recreated? remove {self.index.path} to rebuild it"
-                )
-            elif state.next_offset < start:
-                log.warning(
-                    "%s[%d]: offsets %d-%d expired before they were indexed",
-                    self.topic,
-                    tp.partition,
-                    state.next_offset,
-                    start - 1,
-                )
-                await self._on_writer("skip_to", tp.partition, start)
-            else:
-                start = state.next_offset
-            consumer.seek(tp, start)
-        if fresh:
-            await self._on_writer("begin_partitions", fresh)
-        return tps
+            self._positions, self._stable = {}, {}
+            with contextlib.suppress(Exception):
+                await self._on_writer("follow_stop")
 
     async def purge_expired(self) -> int:
         """Delete every row older than retention now; returns how many."""

@@ -185,3 +185,41 @@ def test_a_body_with_a_lone_surrogate_is_rendered_and_refused_by_the_storable_ch
     event = replace(to_indexed(default_codec(), 0, 1, encoded(change_event(1))), body=body)
     with pytest.raises(UnicodeEncodeError):
         check_storable(event)
+
+
+def test_errors_of_the_reading_child_come_back_as_feed_errors_that_unpickle(
+    tmp_path: Path,
+) -> None:
+    # The writer process reads Kafka itself; whatever fails there must reach the worker as
+    # an error it can unpickle (a client library's error may not), naming what failed.
+    import asyncio
+    import pickle
+
+    from events_api.errors import FeedError
+
+    class Broken:
+        async def read(self) -> None:
+            raise ConnectionResetError("the broker went away")
+
+        async def stop(self) -> None:
+            return None
+
+    index = FeedIndex(tmp_path / "feed.sqlite3", "changes")
+    index.open()
+    _ChildIndex.index, _ChildIndex.codec, _ChildIndex.topic = index, default_codec(), "changes"
+    _ChildIndex.loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(FeedError, match="not reading its topic"):
+            _ChildIndex.call("follow_step")
+        _ChildIndex.reader = Broken()  # type: ignore[assignment]
+        with pytest.raises(FeedError) as raised:
+            _ChildIndex.call("follow_step")
+        again = pickle.loads(pickle.dumps(raised.value))
+        assert type(again) is FeedError
+        assert str(again) == "ConnectionResetError: the broker went away"
+        _ChildIndex.call("follow_stop")
+        assert _ChildIndex.reader is None
+    finally:
+        _ChildIndex.loop.close()
+        _ChildIndex.index = _ChildIndex.codec = _ChildIndex.loop = _ChildIndex.reader = None
+        index.close()
