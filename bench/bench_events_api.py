@@ -467,19 +467,24 @@ def prepare(args: argparse.Namespace, name: str) -> tuple[Settings, Path, KeySto
     return settings, data_dir, store
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`prepare` and the index wait read: broker, events, tenants."""
     parser.add_argument(
         "--bootstrap", default=os.environ.get("CHANGEFEED_BOOTSTRAP", "127.0.0.1:29092")
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--index-timeout", type=float, default=900.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    corpus_arguments(parser)
     parser.add_argument("--samples", type=int, default=2000, help="requests per latency figure")
     parser.add_argument("--wakeups", type=int, default=200, help="long-poll wake-up trials")
     parser.add_argument("--pollers", type=int, default=1000, help="concurrent long polls")
     parser.add_argument("--port", type=int, default=16099, help="the worker's web port")
-    parser.add_argument("--index-timeout", type=float, default=900.0)
     parser.add_argument("--keep", action="store_true", help="keep the worker's data directory")
     args = parser.parse_args()
 

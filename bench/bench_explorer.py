@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench_events_api import Bench, WorkerProcess, delete_own_topics, prepare, start_worker
+from bench_events_api import (
+    Bench,
+    WorkerProcess,
+    corpus_arguments,
+    delete_own_topics,
+    prepare,
+    start_worker,
+)
 
 from changefeed.config import Settings
 from events_api.access.keys import Role, new_key
@@ -192,15 +199,9 @@ async def wait_indexed(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--bootstrap", default=os.environ.get("CHANGEFEED_BOOTSTRAP", "127.0.0.1:29092")
-    )
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--tenants", type=int, default=100)
-    parser.add_argument("--partitions", type=int, default=4)
+    corpus_arguments(parser)
     parser.add_argument("--samples", type=int, default=60, help="page loads per scenario")
     parser.add_argument("--port", type=int, default=16098, help="the worker's web port")
-    parser.add_argument("--index-timeout", type=float, default=900.0)
     args = parser.parse_args()
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
