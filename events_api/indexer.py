@@ -416,7 +416,7 @@ class _ChildIndex:
         log.warning("not indexing %s[%d]@%d: %s", cls.topic, partition, offset, exc)
 
 
-_CHILD_CALLS = frozenset({"write", "follow_start", "follow_step", "follow_stop", "end_offsets"})
+_CHILD_CALLS = frozenset({"follow_start", "follow_step", "follow_stop", "end_offsets"})
 
 
 def _exit_with_parent(parent: int) -> None:
