@@ -36,9 +36,16 @@ def rfc3339(value: datetime | int) -> str:
 
 
 def rfc3339_micros(micros: int) -> str:
+    global _last_second
     seconds, rest = divmod(micros, 1_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{rest:06d}Z"
+    second, text = _last_second
+    if seconds != second:  # events in a row mostly share their second
+        text = f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}"
+        _last_second = (seconds, text)
+    return f"{text}.{rest:06d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "")
 
 
 def epoch_micros(value: datetime | int) -> int:

@@ -61,6 +61,11 @@ LAG_SAMPLE_S = 1.0
 FAILURE_LOG_INTERVAL_S = 60.0
 PURGE_INTERVAL_S = 60.0
 MAX_BATCH = 5000
+GROW_BATCH_FROM = 500
+"""A read of this many records or more means the index is behind: it reads on (while reads
+of up to :data:`GROW_WAIT_MS` bring more) up to :data:`MAX_BATCH` records before writing (at
+1,500 rows a transaction SQLite spends ~15 % more per row than at 5,000)."""
+GROW_WAIT_MS = 10
 PARENT_CHECK_S = 0.5
 # Inserts touch the tail of the indexes only: a small page cache and no memory map (whose
 # touched pages would count in the writer's RSS) serve them.
@@ -68,13 +73,13 @@ WRITER_CACHE_MB = 16
 
 
 class Codec(Protocol):
-    def decode(self, data: bytes, name: str) -> dict[str, Any]: ...
+    def decode(self, data: bytes, name: str, *, timestamps: Any = ...) -> dict[str, Any]: ...
 
 
 def to_indexed(codec: Codec, partition: int, offset: int, value: bytes) -> IndexedEvent:
     """The index row of one ``changes`` record; raises on bytes that are not one, and on a
     record whose rendering is not storable, strict JSON (see :func:`check_storable`)."""
-    change = codec.decode(value, CHANGE_EVENT_SCHEMA)
+    change = codec.decode(value, CHANGE_EVENT_SCHEMA, timestamps="micros")
     body = event_json(change, partition, offset)
     actor = change.get("actor") or {}
     event = IndexedEvent(
@@ -215,13 +220,18 @@ class _Reader:
         consumer, tps = self.consumer, self.tps
         assert consumer is not None
         batches = await consumer.getmany(*tps, timeout_ms=1000, max_records=MAX_BATCH)
+        records = _values(tps, batches)
+        behind = sum(len(messages) for messages in batches.values()) >= GROW_BATCH_FROM
+        while behind and len(records) < MAX_BATCH:
+            # Behind the topic: read on (fetches in flight answer within milliseconds), so
+            # that one transaction inserts more rows (SQLite's cost per row falls with it).
+            more = await consumer.getmany(
+                *tps, timeout_ms=GROW_WAIT_MS, max_records=MAX_BATCH - len(records)
+            )
+            if not more:
+                break
+            records += _values(tps, more)
         positions = {tp.partition: await consumer.position(tp) for tp in tps}
-        records = [
-            (m.partition, m.offset, m.value)
-            for tp in tps
-            for m in batches.get(tp, [])
-            if m.value is not None
-        ]
         return records, positions
 
     def ends(self) -> tuple[dict[int, int], dict[int, int]]:
@@ -414,6 +424,15 @@ class _ChildIndex:
         cls.skipped += 1
         cls.last_skip = f"{cls.topic}[{partition}]@{offset}: {type(exc).__name__}"
         log.warning("not indexing %s[%d]@%d: %s", cls.topic, partition, offset, exc)
+
+
+def _values(tps: list[TopicPartition], batches: dict[TopicPartition, list[Any]]) -> list[RawChange]:
+    return [
+        (m.partition, m.offset, m.value)
+        for tp in tps
+        for m in batches.get(tp, [])
+        if m.value is not None
+    ]
 
 
 _CHILD_CALLS = frozenset({"follow_start", "follow_step", "follow_stop", "end_offsets"})

@@ -97,7 +97,7 @@ class Codec(Protocol):
 
     def encode(self, name: str, record: dict[str, Any]) -> bytes: ...
 
-    def decode(self, data: bytes, name: str) -> dict[str, Any]: ...
+    def decode(self, data: bytes, name: str, *, timestamps: Any = ...) -> dict[str, Any]: ...
 
 
 class StateReader(Protocol):
@@ -246,7 +246,7 @@ class ActionPipeline:
     def _decode(self, raw: RawRecord) -> _Action:
         if raw.value is None:
             raise DecodeError("the record has no value (a tombstone)")
-        record = self.codec.decode(raw.value, API_ACTION_SCHEMA)
+        record = self.codec.decode(raw.value, API_ACTION_SCHEMA, timestamps="micros")
         try:
             # The same rules, and the same reasons, as the publisher's (schemas.action_contract).
             checked = check_action(record, self.redactor)

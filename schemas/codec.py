@@ -27,6 +27,11 @@ microseconds since the Unix epoch. A naive datetime in a top-level timestamp fie
 with :class:`EncodeError`, because its instant is ambiguous. Decoding returns aware UTC
 datetimes.
 
+Native reader and writer. When the ``changefeed_native`` extension is installed
+(:mod:`schemas.native`), ``decode`` reads bodies that need no schema resolution with it and
+``encode`` tries it first; whatever it is not certain of goes down the paths below, so values,
+bytes and errors are fastavro's either way.
+
 Cost of checks. ``encode`` first tries a writer specialised to the record type
 (:mod:`schemas.fast_writer`, generated when the codec is built), which writes the same bytes
 as fastavro's writer several times faster, but only for records whose every value has exactly
@@ -49,7 +54,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -66,6 +71,7 @@ from fastavro.schema import (
 )
 from fastavro.validation import ValidationError, validate
 
+from schemas import native
 from schemas.errors import (
     DecodeError,
     EncodeError,
@@ -88,6 +94,7 @@ Framing = Literal["single-object", "confluent"]
 ParsedSchema = dict[str, Any]
 
 _ARCHIVE_STEM = re.compile(r"^(?P<full_name>.+)\.v(?P<number>[1-9][0-9]*)$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _AWARE_TIMESTAMP_TYPES = frozenset({"timestamp-millis", "timestamp-micros", "timestamp-nanos"})
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _NAIVE_DATETIME = "is a naive datetime; give an aware one or int microseconds"
@@ -140,6 +147,8 @@ class _EncodePlan:
     boolean_fields: tuple[str, ...]  # any value is written by its truth: "false" is true
     # Header and body from the specialised writer, or None: then fastavro's writer decides.
     fast_encode: Callable[[object], bytes | None]
+    # The same from the native writer (schemas.native), tried first; None when not installed.
+    native_encode: Callable[[object], bytes | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,12 @@ class _DecodePlan:
     name: str
     version: SchemaVersion
     reader_schema: ParsedSchema | None  # None when the writer schema is the current one
+    # Top-level timestamp fields: what ``timestamps="micros"`` converts on the fastavro path.
+    timestamp_fields: tuple[str, ...] = ()
+    # The native readers of the writer schema (schemas.native), when it needs no resolution:
+    # timestamps as datetimes, and as int microseconds.
+    native_read: native.Read | None = None
+    native_read_micros: native.Read | None = None
 
 
 class _Sink:
@@ -176,6 +191,9 @@ class Codec:
     ``confluent`` framing and maps schema labels (current full names such as
     ``changefeed.ApiAction``, or archived labels such as ``changefeed.ApiAction.v1``) to registry
     ids; a version without an id can be neither encoded nor decoded.
+
+    ``use_native=False`` leaves out the native reader and writer (:mod:`schemas.native`)
+    even when they are installed; values, bytes and errors are the same either way.
     """
 
     def __init__(
@@ -185,6 +203,7 @@ class Codec:
         *,
         framing: Framing = "single-object",
         schema_ids: Mapping[str, int] | None = None,
+        use_native: bool = True,
     ) -> None:
         schema_dir = Path(schema_dir)
         archive = Path(archive_dir) if archive_dir is not None else schema_dir / "archive"
@@ -194,8 +213,8 @@ class Codec:
         self._current = {version.full_name: version for version in current}
         self._versions = (*current, *archived)
         headers = _frame_headers(self._versions, framing, schema_ids)
-        self._encoders = _encode_plans(current, headers)
-        self._decoders = _decode_plans(self._versions, self._current, headers)
+        self._encoders = _encode_plans(current, headers, use_native)
+        self._decoders = _decode_plans(self._versions, self._current, headers, use_native)
         self._header_size = (
             SINGLE_OBJECT_HEADER_SIZE if framing == "single-object" else CONFLUENT_HEADER_SIZE
         )
@@ -222,6 +241,10 @@ class Codec:
         plan = self._encoders.get(name)
         if plan is None:
             raise self._not_encodable(name)
+        if plan.native_encode is not None:
+            data = plan.native_encode(record)
+            if data is not None:
+                return data
         data = plan.fast_encode(record)
         if data is not None:
             return data
@@ -234,7 +257,13 @@ class Codec:
             raise _encode_error(name, plan.schema, record, exc) from exc
         return sink.data
 
-    def decode(self, data: bytes | bytearray | memoryview, name: str) -> dict[str, Any]:
+    def decode(
+        self,
+        data: bytes | bytearray | memoryview,
+        name: str,
+        *,
+        timestamps: Literal["datetime", "micros"] = "datetime",
+    ) -> dict[str, Any]:
         """Decode framed bytes into a record of the current schema of record type ``name``.
 
         The frame names the writer schema; any known version of ``name`` is resolved to the
@@ -242,7 +271,8 @@ class Codec:
         is not a version of ``name``, :class:`DecodeError` for anything else that prevents
         decoding (bad magic, truncated or trailing bytes, garbage), and
         :class:`SchemaNotFoundError` when ``name`` itself is not a known record type.
-        Timestamps come back as aware UTC datetimes.
+        Timestamps come back as aware UTC datetimes, or with ``timestamps="micros"`` as int
+        microseconds since the epoch (cheaper, for callers that compute with them).
         """
         if type(data) is not bytes:
             data = bytes(data)
@@ -250,6 +280,16 @@ class Codec:
         plan = self._decoders.get(data[:header_size])
         if plan is None or plan.name != name:
             raise self._unreadable(data, name, plan)
+        micros = timestamps == "micros"
+        read = plan.native_read_micros if micros else plan.native_read
+        if read is not None:
+            try:
+                record, end = read(data, header_size)
+            except Exception:  # noqa: BLE001 - not certain: fastavro decides, below
+                pass
+            else:
+                if end == len(data):
+                    return cast(dict[str, Any], record)
         body = data[header_size:]  # measured faster than seeking past the header
         buffer = BytesIO(body)
         try:
@@ -264,6 +304,11 @@ class Codec:
         trailing = len(body) - buffer.tell()
         if trailing:
             raise DecodeError(f"{plan.version.label} body is followed by {trailing} extra bytes")
+        if micros:
+            for field_name in plan.timestamp_fields:
+                moment = record.get(field_name)
+                if isinstance(moment, datetime):
+                    record[field_name] = _micros_since_epoch(moment)
         return cast(dict[str, Any], record)
 
     def validate(self, name: str, record: Mapping[str, Any]) -> None:
@@ -436,17 +481,22 @@ def _confluent_headers(labels: set[str], schema_ids: Mapping[str, int]) -> dict[
 
 
 def _encode_plans(
-    current: Iterable[SchemaVersion], headers: Mapping[str, bytes]
+    current: Iterable[SchemaVersion], headers: Mapping[str, bytes], use_native: bool
 ) -> dict[str, _EncodePlan]:
     return {
-        version.full_name: _encode_plan(version.schema, headers[version.label])
+        version.full_name: _encode_plan(
+            version.schema, headers[version.label], use_native=use_native
+        )
         for version in current
         if version.label in headers and version.schema["type"] == "record"
     }
 
 
-def _encode_plan(schema: ParsedSchema, header: bytes, *, fast: bool = True) -> _EncodePlan:
-    """How to encode one record type; ``fast=False`` skips generating the specialised writer.
+def _encode_plan(
+    schema: ParsedSchema, header: bytes, *, fast: bool = True, use_native: bool = False
+) -> _EncodePlan:
+    """How to encode one record type; ``fast=False`` skips generating the specialised writer,
+    ``use_native`` adds the native one when it is installed.
 
     Only top-level fields get the extra checks, which covers every such field of the
     changefeed schemas; :meth:`Codec.validate` checks nested ones too.
@@ -459,6 +509,7 @@ def _encode_plan(schema: ParsedSchema, header: bytes, *, fast: bool = True) -> _
         int_fields=tuple(n for n, t in fields if t == "int"),
         boolean_fields=tuple(n for n, t in fields if t == "boolean"),
         fast_encode=build_writer(schema, prefix=header).encode if fast else _no_fast_encode,
+        native_encode=native.writer(schema, header) if fast and use_native else None,
     )
 
 
@@ -471,6 +522,7 @@ def _decode_plans(
     versions: Iterable[SchemaVersion],
     current: Mapping[str, SchemaVersion],
     headers: Mapping[str, bytes],
+    use_native: bool,
 ) -> dict[bytes, _DecodePlan]:
     """Decode plans keyed by the whole frame header (magic and fingerprint or schema id).
 
@@ -486,9 +538,40 @@ def _decode_plans(
             continue
         reader = current[version.full_name]
         same = reader.fingerprint == version.fingerprint
-        plan = _DecodePlan(version.full_name, version, None if same else reader.schema)
-        plans.setdefault(header, plan)
+        if header in plans:
+            continue
+        stamps = _timestamp_fields(reader.schema)
+        if same and use_native:
+            plans[header] = _DecodePlan(
+                version.full_name,
+                version,
+                None,
+                stamps,
+                native.reader(version.schema),
+                native.reader(version.schema, micros=True),
+            )
+        else:
+            plans[header] = _DecodePlan(
+                version.full_name, version, None if same else reader.schema, stamps
+            )
     return plans
+
+
+def _timestamp_fields(schema: ParsedSchema) -> tuple[str, ...]:
+    """The top-level timestamp fields of a record schema; refuses one with nested ones,
+    which ``timestamps="micros"`` would leave as datetimes on the fastavro path."""
+    stamps = tuple(
+        f["name"] for f in schema["fields"] if _is_aware_timestamp(_optional_type(f["type"]))
+    )
+    inner = [f["type"] for f in schema["fields"] if f["name"] not in stamps]
+    if '"timestamp-' in json.dumps(inner, default=str):
+        raise SchemaLoadError(f"{schema['name']}: timestamps below the top level are not read")
+    return stamps
+
+
+def _micros_since_epoch(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _optional_type(field_type: Any) -> Any:
