@@ -4,10 +4,16 @@ Run ``python bench/bench_codec.py``. The publisher must sustain 30,000 actions/s
 including the Kafka send, so the codec's encode rate has to sit well above that; the bare
 fastavro figures show what the framing and checks cost, the json figures give context.
 
-The last table gives, for each record type the pipeline writes, the microseconds per record of
-``codec.encode`` (the specialised writer of ``schemas/fast_writer.py``, framing included) and
-of bare ``fastavro.schemaless_writer``, and their ratio. The ChangeEvent is what a processor
-derives from the realistic update action below: its payload diffed against the previous one.
+"codec" is the codec as the processes build it: with the native reader and writer
+(``schemas/native.py``) when installed; "no native" is the same codec without them
+(``Codec(use_native=False)``: the specialised Python writer of ``schemas/fast_writer.py``,
+fastavro's reader). The native writer takes timestamps given as int microseconds (as the
+processors give them); a datetime goes to the Python writer, hence the "int micros" rows.
+
+The last tables give, for each record type the pipeline writes and reads, the microseconds per
+record of the codec, of the codec without the native side, and of bare fastavro. The
+ChangeEvent is what a processor derives from the realistic update action below: its payload
+diffed against the previous one.
 
 Each figure is the best of several timed rounds, because on a shared machine the best round is
 the one least disturbed by other processes; ratios are to the bare fastavro call.
@@ -26,7 +32,7 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 
 from processors.diff import diff_payloads, to_avro_changes
-from schemas.codec import SINGLE_OBJECT_HEADER_SIZE, default_codec
+from schemas.codec import SINGLE_OBJECT_HEADER_SIZE, Codec, default_codec
 
 NAME = "changefeed.ApiAction"
 
@@ -146,8 +152,15 @@ def main() -> None:
     args = parser.parse_args()
 
     codec = default_codec()
+    plain = Codec(use_native=False)
     schema = codec.schema(NAME)
     record = realistic_action()
+    record_micros = {
+        **record,
+        "occurred_at": codec.decode(codec.encode(NAME, record), NAME, timestamps="micros")[
+            "occurred_at"
+        ],
+    }
     framed = codec.encode(NAME, record)
     body = framed[SINGLE_OBJECT_HEADER_SIZE:]
     json_record = {**record, "occurred_at": record["occurred_at"].isoformat()}
@@ -164,6 +177,8 @@ def main() -> None:
     encode_rates = best_rates(
         {
             "codec.encode": lambda: codec.encode(NAME, record),
+            "codec.encode, int micros": lambda: codec.encode(NAME, record_micros),
+            "no native, int micros": lambda: plain.encode(NAME, record_micros),
             "fastavro schemaless_writer": bare_encode,
             "json.dumps": lambda: json.dumps(json_record),
         },
@@ -173,6 +188,8 @@ def main() -> None:
     decode_rates = best_rates(
         {
             "codec.decode": lambda: codec.decode(framed, NAME),
+            "codec.decode, int micros": lambda: codec.decode(framed, NAME, timestamps="micros"),
+            "no native": lambda: plain.decode(framed, NAME),
             "fastavro schemaless_reader": bare_decode,
             "json.loads": lambda: json.loads(json_text),
         },
@@ -180,7 +197,7 @@ def main() -> None:
         args.rounds,
     )
 
-    by_type = encode_by_record_type(codec, args.number, args.rounds)
+    by_type = by_record_type(codec, plain, args.number, args.rounds)
 
     print(f"{NAME}: {len(framed)} bytes framed Avro, {len(json_text)} bytes JSON")
     print(f"best of {args.rounds} rounds x {args.number:,} operations")
@@ -193,36 +210,60 @@ def main() -> None:
             ratio = value / rates[baseline]
             print(f"  {label:<28} {value:>10,.0f} records/s  {1e6 / value:6.2f} us  x{ratio:.2f}")
 
-    print("\nencode, us/record: codec.encode (specialised writer) vs bare fastavro")
-    print(f"  {'record type':<24} {'bytes':>6} {'codec.encode':>13} {'fastavro':>9}  speed-up")
-    for name, (size, fast, bare) in by_type.items():
-        print(f"  {name:<24} {size:>6} {fast:>13.2f} {bare:>9.2f}  x{bare / fast:.2f}")
+    for title, column in (("encode", 0), ("decode", 1)):
+        print(f"\n{title}, us/record: codec, no native, bare fastavro")
+        print(f"  {'record type':<24} {'bytes':>6} {'codec':>7} {'no native':>10} {'fastavro':>9}")
+        for name, (size, figures) in by_type.items():
+            mine, plain_us, bare = figures[column]
+            print(f"  {name:<24} {size:>6} {mine:>7.2f} {plain_us:>10.2f} {bare:>9.2f}")
 
 
-def encode_by_record_type(
-    codec: Any, number: int, rounds: int
-) -> dict[str, tuple[int, float, float]]:
-    """Per record type: framed size, then us/record of codec.encode and of bare fastavro."""
+Figures = tuple[float, float, float]
+
+
+def by_record_type(
+    codec: Codec, plain: Codec, number: int, rounds: int
+) -> dict[str, tuple[int, tuple[Figures, Figures]]]:
+    """Per record type: framed size, then us/record of encode and of decode, each by the
+    codec, by the codec without the native side, and by bare fastavro."""
     results = {}
     for name, make in RECORD_TYPES.items():
-        schema, record = codec.schema(name), make()
+        schema = codec.schema(name)
+        framed = codec.encode(name, make())
+        # As the processors write it: timestamps as int micros.
+        record = codec.decode(framed, name, timestamps="micros")
+        body = framed[SINGLE_OBJECT_HEADER_SIZE:]
 
         def bare_encode(schema: Any = schema, record: dict[str, Any] = record) -> bytes:
             buffer = BytesIO()
             schemaless_writer(buffer, schema, record)
             return buffer.getvalue()
 
-        framed = codec.encode(name, record)
-        assert framed[SINGLE_OBJECT_HEADER_SIZE:] == bare_encode(), f"{name}: bytes differ"
+        def bare_decode(schema: Any = schema, body: bytes = body) -> object:
+            return schemaless_reader(BytesIO(body), schema, None)
+
+        assert codec.encode(name, record) == plain.encode(name, record) == framed, name
+        assert bare_encode() == body, f"{name}: bytes differ"
         rates = best_rates(
             {
-                "fast": lambda name=name, record=record: codec.encode(name, record),
-                "bare": bare_encode,
+                "encode": lambda name=name, record=record: codec.encode(name, record),
+                "encode plain": lambda name=name, record=record: plain.encode(name, record),
+                "encode bare": bare_encode,
+                "decode": lambda name=name, framed=framed: codec.decode(framed, name),
+                "decode plain": lambda name=name, framed=framed: plain.decode(framed, name),
+                "decode bare": bare_decode,
             },
             number,
             rounds,
         )
-        results[name] = (len(framed), 1e6 / rates["fast"], 1e6 / rates["bare"])
+        us = {label: 1e6 / rate for label, rate in rates.items()}
+        results[name] = (
+            len(framed),
+            (
+                (us["encode"], us["encode plain"], us["encode bare"]),
+                (us["decode"], us["decode plain"], us["decode bare"]),
+            ),
+        )
     return results
 
 

@@ -43,7 +43,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def available() -> bool:
     """Whether the extension is installed and not disabled by ``CHANGEFEED_NATIVE=0``."""
-    return _native is not None and os.environ.get(DISABLE_VARIABLE, "1") != "0"
+    return _native is not None and os.environ.get("CHANGEFEED_NATIVE", "1") != "0"
 
 
 def reader(schema: Any, *, micros: bool = False) -> Read | None:
