@@ -304,12 +304,13 @@ class Codec:
         trailing = len(body) - buffer.tell()
         if trailing:
             raise DecodeError(f"{plan.version.label} body is followed by {trailing} extra bytes")
+        decoded = cast(dict[str, Any], record)
         if micros:
             for field_name in plan.timestamp_fields:
-                moment = record.get(field_name)
+                moment = decoded.get(field_name)
                 if isinstance(moment, datetime):
-                    record[field_name] = _micros_since_epoch(moment)
-        return cast(dict[str, Any], record)
+                    decoded[field_name] = _micros_since_epoch(moment)
+        return decoded
 
     def validate(self, name: str, record: Mapping[str, Any]) -> None:
         """Check ``record`` completely against the current schema ``name`` without encoding.
