@@ -5,8 +5,9 @@ a Quix Streams ``Application`` with ``processing_guarantee="exactly-once"``, Roc
 with its changelog topic (Quix's defaults) and a commit interval of 0.1 s, and writes Avro
 ``ChangeEvent`` records to ``<prefix>quix.changes`` (same partition count, keyed by the
 subject). Per record, like :class:`processors.pipeline.ActionPipeline`: decode with the
-project's codec, validate, dedupe on ``event_id``, order guard (``version``, else
-``occurred_at``, via :func:`processors.models.is_older`), redact with
+project's codec (the native reader and writer too when installed, as in the worker; the
+timestamp as int micros, as the worker reads it), validate, dedupe on ``event_id``, order
+guard (``version``, else ``occurred_at``, via :func:`processors.models.is_older`), redact with
 :class:`schemas.masking.Redactor` (the worker's paths and derived key), diff with
 :func:`processors.diff.diff_payloads` and :func:`processors.diff.to_avro_changes`, change id
 from :func:`schemas.identity.change_id`, the same ``ChangeEvent`` fields and CloudEvents
@@ -130,7 +131,7 @@ class ChangeJob:
     ) -> tuple[bytes, list[tuple[str, bytes]]] | None:
         if value is None:
             raise BadAction("tombstone")
-        record = self.codec.decode(value, ACTION_SCHEMA)
+        record = self.codec.decode(value, ACTION_SCHEMA, timestamps="micros")
         for name in _REQUIRED_TEXT:
             if not record.get(name):
                 raise BadAction(f"{name} is empty")
