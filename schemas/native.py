@@ -36,7 +36,6 @@ except ImportError:  # not built: fastavro serves
 Read = Callable[[bytes, int], tuple[Any, int]]
 Encode = Callable[[Any], bytes | None]
 
-DISABLE_VARIABLE = "CHANGEFEED_NATIVE"
 # fastavro reads a timestamp as this epoch plus a timedelta; so does the native reader.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -1,10 +1,15 @@
 """Hypothesis strategies for values of Avro schemas, shared by the writer and reader tests."""
 
+import json
 from datetime import UTC, timedelta, timezone
+from io import BytesIO
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fastavro import schemaless_writer
 from hypothesis import strategies as st
+
+from schemas.codec import SCHEMA_DIR, default_codec
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
@@ -90,3 +95,26 @@ def _has_default(fields: list[dict[str, Any]], name: str) -> bool:
 def named_types(schema: dict[str, Any]) -> dict[str, Any]:
     """The named types a fastavro-parsed schema refers to by name."""
     return schema.get("__named_schemas", {})
+
+
+RECORD_TYPES = sorted(
+    f"{s['namespace']}.{s['name']}"
+    for s in (json.loads(path.read_text()) for path in SCHEMA_DIR.glob("*.avsc"))
+    if s["type"] == "record"
+)
+"""Every record type of the changefeed schemas."""
+
+
+@st.composite
+def records(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A record type of the changefeed schemas and a value of it."""
+    name = draw(st.sampled_from(RECORD_TYPES))
+    schema = default_codec().schema(name)
+    return name, draw(values(schema, named_types(schema)))
+
+
+def fastavro_body(schema: Any, record: Any) -> bytes:
+    """What fastavro's writer writes for ``record``."""
+    buffer = BytesIO()
+    schemaless_writer(buffer, schema, record)
+    return buffer.getvalue()

@@ -204,6 +204,20 @@ impl<'a> Cursor<'a> {
         }
         Ok(n as usize)
     }
+
+    /// Calls `item` once for each item of the blocks of an array or map.
+    #[inline]
+    fn items(&mut self, mut item: impl FnMut(&mut Self) -> PyResult<()>) -> PyResult<()> {
+        loop {
+            let count = self.block()?;
+            if count == 0 {
+                return Ok(());
+            }
+            for _ in 0..count {
+                item(self)?;
+            }
+        }
+    }
 }
 
 #[pyclass(frozen, module = "changefeed_native")]
@@ -241,29 +255,15 @@ impl Reader {
             }
             Node::Array(items) => {
                 let list = PyList::empty(py);
-                loop {
-                    let count = cur.block()?;
-                    if count == 0 {
-                        break;
-                    }
-                    for _ in 0..count {
-                        list.append(self.read(py, items, cur)?)?;
-                    }
-                }
+                cur.items(|cur| list.append(self.read(py, items, cur)?))?;
                 list.into_any()
             }
             Node::Map(values) => {
                 let dict = PyDict::new(py);
-                loop {
-                    let count = cur.block()?;
-                    if count == 0 {
-                        break;
-                    }
-                    for _ in 0..count {
-                        let key = PyString::new(py, cur.text()?);
-                        dict.set_item(key, self.read(py, values, cur)?)?;
-                    }
-                }
+                cur.items(|cur| {
+                    let key = PyString::new(py, cur.text()?);
+                    dict.set_item(key, self.read(py, values, cur)?)
+                })?;
                 dict.into_any()
             }
             Node::Union(branches) => {

@@ -1,20 +1,27 @@
 """The specialised writer against fastavro: same bytes, and the same errors through the codec."""
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from io import BytesIO
 from typing import Any
 from unittest import mock
 
 import pytest
-from avro_values import INT_MAX, INT_MIN, LONG_MAX, LONG_MIN, named_types, values
-from fastavro import parse_schema, schemaless_writer
+from avro_values import (
+    INT_MAX,
+    INT_MIN,
+    LONG_MAX,
+    LONG_MIN,
+    RECORD_TYPES,
+    fastavro_body,
+    records,
+    values,
+)
+from fastavro import parse_schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import SCHEMA_DIR, Codec, default_codec
+from schemas.codec import Codec, default_codec
 from schemas.errors import EncodeError
 from schemas.fast_writer import (
     FastWriter,
@@ -22,18 +29,6 @@ from schemas.fast_writer import (
     _varint,
     build_writer,
 )
-
-RECORD_TYPES = sorted(
-    f"{s['namespace']}.{s['name']}"
-    for s in (json.loads(path.read_text()) for path in SCHEMA_DIR.glob("*.avsc"))
-    if s["type"] == "record"
-)
-
-
-def fastavro_body(schema: Any, record: Any) -> bytes:
-    buffer = BytesIO()
-    schemaless_writer(buffer, schema, record)
-    return buffer.getvalue()
 
 
 def _fastavro_only(schema: Any, prefix: bytes = b"") -> FastWriter:
@@ -60,16 +55,8 @@ def writers(codec: Codec) -> dict[str, FastWriter]:
 # --- the changefeed schemas, byte for byte ---------------------------------------------------
 
 
-@st.composite
-def _records(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    codec = default_codec()
-    name = draw(st.sampled_from(RECORD_TYPES))
-    schema = codec.schema(name)
-    return name, draw(values(schema, named_types(schema)))
-
-
 @settings(max_examples=300, deadline=None)
-@given(named_record=_records())
+@given(named_record=records())
 def test_every_record_type_is_written_as_fastavro_writes_it(
     named_record: tuple[str, dict[str, Any]],
 ) -> None:
@@ -81,7 +68,7 @@ def test_every_record_type_is_written_as_fastavro_writes_it(
 
 
 @settings(max_examples=100, deadline=None)
-@given(named_record=_records())
+@given(named_record=records())
 def test_codec_encode_frames_the_writer_output_like_before(
     named_record: tuple[str, dict[str, Any]],
 ) -> None:
@@ -405,7 +392,7 @@ def _mutated(data: st.DataObject, value: Any) -> Any:
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=st.data(), named_record=_records())
+@given(data=st.data(), named_record=records())
 def test_any_record_encodes_or_fails_exactly_as_before(
     fastavro_codec: Codec, data: st.DataObject, named_record: tuple[str, dict[str, Any]]
 ) -> None:
