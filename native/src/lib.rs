@@ -58,7 +58,11 @@ struct Compiler<'py> {
 
 impl<'py> Compiler<'py> {
     fn compile(py: Python<'py>, schema: &Bound<'py, PyAny>) -> PyResult<(Node, Vec<Named>)> {
-        let mut compiler = Compiler { py, names: Vec::new(), named: Vec::new() };
+        let mut compiler = Compiler {
+            py,
+            names: Vec::new(),
+            named: Vec::new(),
+        };
         let root = compiler.node(schema)?;
         Ok((root, compiler.named))
     }
@@ -74,14 +78,18 @@ impl<'py> Compiler<'py> {
             }
             return Ok(Node::Union(branches));
         }
-        let dict = schema.cast::<PyDict>().map_err(|_| refused("a schema is a str, list or dict"))?;
+        let dict = schema
+            .cast::<PyDict>()
+            .map_err(|_| refused("a schema is a str, list or dict"))?;
         let kind = self.text(dict, "type")?;
         if let Some(logical) = dict.get_item("logicalType")? {
             let logical: String = logical.extract()?;
             return match (kind.as_str(), logical.as_str()) {
                 ("long", "timestamp-micros") => Ok(Node::TimestampMicros),
                 ("long", "timestamp-millis") => Ok(Node::TimestampMillis),
-                _ => Err(refused(format!("logical type {logical} on {kind} is not handled"))),
+                _ => Err(refused(format!(
+                    "logical type {logical} on {kind} is not handled"
+                ))),
             };
         }
         match kind.as_str() {
@@ -93,7 +101,10 @@ impl<'py> Compiler<'py> {
                     "enum" => {
                         let symbols: Vec<String> = self.item(dict, "symbols")?.extract()?;
                         Named::Enum(
-                            symbols.iter().map(|s| PyString::intern(self.py, s).unbind()).collect(),
+                            symbols
+                                .iter()
+                                .map(|s| PyString::intern(self.py, s).unbind())
+                                .collect(),
                         )
                     }
                     "fixed" => Named::Fixed(self.item(dict, "size")?.extract()?),
@@ -101,8 +112,9 @@ impl<'py> Compiler<'py> {
                         let mut fields = Vec::new();
                         for field in self.item(dict, "fields")?.try_iter()? {
                             let field = field?;
-                            let field =
-                                field.cast::<PyDict>().map_err(|_| refused("a field is a dict"))?;
+                            let field = field
+                                .cast::<PyDict>()
+                                .map_err(|_| refused("a field is a dict"))?;
                             let name = self.text(field, "name")?;
                             let node = self.node(&self.item(field, "type")?)?;
                             fields.push((PyString::intern(self.py, &name).unbind(), node));
@@ -112,18 +124,23 @@ impl<'py> Compiler<'py> {
                 };
                 Ok(Node::Named(index))
             }
-            "array" => Ok(Node::Array(Box::new(self.node(&self.item(dict, "items")?)?))),
+            "array" => Ok(Node::Array(Box::new(
+                self.node(&self.item(dict, "items")?)?,
+            ))),
             "map" => Ok(Node::Map(Box::new(self.node(&self.item(dict, "values")?)?))),
             other => self.by_name(other),
         }
     }
 
     fn item(&self, dict: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-        dict.get_item(key)?.ok_or_else(|| refused(format!("a schema lacks {key:?}")))
+        dict.get_item(key)?
+            .ok_or_else(|| refused(format!("a schema lacks {key:?}")))
     }
 
     fn text(&self, dict: &Bound<'py, PyDict>, key: &str) -> PyResult<String> {
-        self.item(dict, key)?.extract().map_err(|_| refused(format!("{key:?} is not a str")))
+        self.item(dict, key)?
+            .extract()
+            .map_err(|_| refused(format!("{key:?} is not a str")))
     }
 
     fn by_name(&mut self, name: &str) -> PyResult<Node> {
@@ -147,10 +164,14 @@ impl<'py> Compiler<'py> {
 // --- reading -----------------------------------------------------------------------------
 
 const DAY_MICROS: i64 = 86_400_000_000;
+/// Nesting (records, arrays, maps, unions) beyond which a recursive schema's value is refused
+/// rather than risk the thread's stack; the changefeed schemas nest 4 deep.
+const MAX_DEPTH: u32 = 200;
 
 struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
+    depth: u32,
 }
 
 impl<'a> Cursor<'a> {
@@ -159,7 +180,10 @@ impl<'a> Cursor<'a> {
         let mut value: u64 = 0;
         let mut shift = 0u32;
         loop {
-            let byte = *self.data.get(self.pos).ok_or_else(|| refused("truncated"))?;
+            let byte = *self
+                .data
+                .get(self.pos)
+                .ok_or_else(|| refused("truncated"))?;
             self.pos += 1;
             if shift == 63 && byte > 1 {
                 return Err(refused("a varint over 64 bits"));
@@ -177,8 +201,14 @@ impl<'a> Cursor<'a> {
 
     #[inline]
     fn take(&mut self, n: usize) -> PyResult<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or_else(|| refused("a length out of range"))?;
-        let slice = self.data.get(self.pos..end).ok_or_else(|| refused("truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| refused("a length out of range"))?;
+        let slice = self
+            .data
+            .get(self.pos..end)
+            .ok_or_else(|| refused("truncated"))?;
         self.pos = end;
         Ok(slice)
     }
@@ -197,12 +227,18 @@ impl<'a> Cursor<'a> {
     /// The item count of the next block of an array or map (0 ends it).
     #[inline]
     fn block(&mut self) -> PyResult<usize> {
-        let n = self.long()?;
+        let mut n = self.long()?;
         if n < 0 {
             self.long()?; // a negative count is followed by the block's size in bytes
-            return n.checked_neg().map(|c| c as usize).ok_or_else(|| refused("a block count"));
+            n = n.checked_neg().ok_or_else(|| refused("a block count"))?;
         }
-        Ok(n as usize)
+        let count = n as usize;
+        if count > self.data.len() - self.pos {
+            // More items than bytes left: only items of no bytes (null) could be that many,
+            // and a forged count would build a list without end: left to fastavro.
+            return Err(refused("a block count beyond the bytes left"));
+        }
+        Ok(count)
     }
 
     /// Calls `item` once for each item of the blocks of an array or map.
@@ -229,7 +265,27 @@ struct Reader {
 }
 
 impl Reader {
-    fn read<'py>(&self, py: Python<'py>, node: &Node, cur: &mut Cursor) -> PyResult<Bound<'py, PyAny>> {
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        node: &Node,
+        cur: &mut Cursor,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        cur.depth += 1;
+        if cur.depth > MAX_DEPTH {
+            return Err(refused("a value nested too deep"));
+        }
+        let value = self.read_node(py, node, cur)?;
+        cur.depth -= 1;
+        Ok(value)
+    }
+
+    fn read_node<'py>(
+        &self,
+        py: Python<'py>,
+        node: &Node,
+        cur: &mut Cursor,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Ok(match node {
             Node::Null => py.None().into_bound(py),
             Node::Boolean => match cur.take(1)?[0] {
@@ -251,7 +307,10 @@ impl Reader {
             Node::TimestampMicros => self.timestamp(py, cur.long()?)?,
             Node::TimestampMillis => {
                 let millis = cur.long()?;
-                self.timestamp(py, millis.checked_mul(1000).ok_or_else(|| refused("range"))?)?
+                self.timestamp(
+                    py,
+                    millis.checked_mul(1000).ok_or_else(|| refused("range"))?,
+                )?
             }
             Node::Array(items) => {
                 let list = PyList::empty(py);
@@ -301,9 +360,17 @@ impl Reader {
         };
         let days = i32::try_from(micros.div_euclid(DAY_MICROS)).map_err(|_| refused("range"))?;
         let rest = micros.rem_euclid(DAY_MICROS);
-        let delta =
-            PyDelta::new(py, days, (rest / 1_000_000) as i32, (rest % 1_000_000) as i32, false)?;
-        epoch.bind(py).add(delta).map_err(|_| refused("a timestamp out of range"))
+        let delta = PyDelta::new(
+            py,
+            days,
+            (rest / 1_000_000) as i32,
+            (rest % 1_000_000) as i32,
+            false,
+        )?;
+        epoch
+            .bind(py)
+            .add(delta)
+            .map_err(|_| refused("a timestamp out of range"))
     }
 }
 
@@ -323,7 +390,11 @@ impl Reader {
         data: &[u8],
         start: usize,
     ) -> PyResult<(Bound<'py, PyAny>, usize)> {
-        let mut cur = Cursor { data, pos: start };
+        let mut cur = Cursor {
+            data,
+            pos: start,
+            depth: 0,
+        };
         let value = self.read(py, &self.root, &mut cur)?;
         Ok((value, cur.pos))
     }
@@ -366,7 +437,17 @@ struct Writer {
 }
 
 impl Writer {
-    fn write(&self, node: &Node, value: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Written {
+    fn write(
+        &self,
+        node: &Node,
+        value: &Bound<'_, PyAny>,
+        out: &mut Vec<u8>,
+        depth: u32,
+    ) -> Written {
+        if depth > MAX_DEPTH {
+            return Err(Fallback);
+        }
+        let depth = depth + 1;
         match node {
             Node::Null => {
                 if !value.is_none() {
@@ -406,7 +487,7 @@ impl Writer {
                 if !list.is_empty() {
                     put_long(out, list.len() as i64);
                     for item in list.iter() {
-                        self.write(items, &item, out)?;
+                        self.write(items, &item, out, depth)?;
                     }
                 }
                 out.push(0);
@@ -418,7 +499,7 @@ impl Writer {
                     for (key, item) in dict.iter() {
                         let key = key.cast_exact::<PyString>().map_err(|_| Fallback)?;
                         put_sized(out, key.to_str()?.as_bytes());
-                        self.write(values, &item, out)?;
+                        self.write(values, &item, out, depth)?;
                     }
                 }
                 out.push(0);
@@ -433,14 +514,15 @@ impl Writer {
                             let other = &branches[1 - at];
                             if let Node::Named(index) = other {
                                 if matches!(self.named[*index], Named::Record(_)) {
-                                    let dict = value.cast_exact::<PyDict>().map_err(|_| Fallback)?;
+                                    let dict =
+                                        value.cast_exact::<PyDict>().map_err(|_| Fallback)?;
                                     if dict.contains("-type")? {
                                         return Err(Fallback); // fastavro picks the branch by it
                                     }
                                 }
                             }
                             put_long(out, (1 - at) as i64);
-                            self.write(other, value, out)?;
+                            self.write(other, value, out, depth)?;
                         }
                     }
                     _ => return Err(Fallback),
@@ -452,7 +534,7 @@ impl Writer {
                     for (name, field) in fields {
                         // A missing field takes its default in the other writers.
                         let item = dict.get_item(name.bind(value.py()))?.ok_or(Fallback)?;
-                        self.write(field, &item, out)?;
+                        self.write(field, &item, out, depth)?;
                     }
                 }
                 Named::Enum(symbols) => {
@@ -491,14 +573,22 @@ impl Writer {
     #[new]
     fn new(py: Python<'_>, schema: &Bound<'_, PyAny>, prefix: Vec<u8>) -> PyResult<Self> {
         let (root, named) = Compiler::compile(py, schema)?;
-        Ok(Writer { root, named, prefix })
+        Ok(Writer {
+            root,
+            named,
+            prefix,
+        })
     }
 
     /// `prefix + body` of `record`, or None when another writer must decide.
-    fn encode<'py>(&self, py: Python<'py>, record: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Bound<'py, PyAny>,
+    ) -> Option<Bound<'py, PyBytes>> {
         let mut out = Vec::with_capacity(self.prefix.len() + 512);
         out.extend_from_slice(&self.prefix);
-        match self.write(&self.root, record, &mut out) {
+        match self.write(&self.root, record, &mut out, 0) {
             Ok(()) => Some(PyBytes::new(py, &out)),
             Err(Fallback) => None,
         }

@@ -305,3 +305,42 @@ def test_timestamps_read_as_micros_are_the_datetimes_in_microseconds(
     expected = _micros(as_datetimes)
     for codec in (CODEC, plain):
         assert same(codec.decode(framed, name, timestamps="micros"), expected)
+
+
+LIST = parse_schema(
+    {
+        "type": "record",
+        "name": "Link",
+        "fields": [{"name": "next", "type": ["null", "Link"]}],
+    }
+)
+
+
+def test_values_nested_past_the_depth_limit_are_refused() -> None:
+    """A recursive schema's value nested thousands deep must not exhaust the native stack
+    (the changefeed schemas are not recursive; fastavro itself crashes on this one)."""
+    deep: dict[str, Any] = {"next": None}
+    for _ in range(5000):
+        deep = {"next": deep}
+    body = b"\x02" * 5001 + b"\x00"  # 5,001 links, then null
+    assert native.writer(LIST)(deep) is None  # type: ignore[misc]
+    with pytest.raises(ValueError, match="nested too deep"):
+        native.reader(LIST)(body, 0)  # type: ignore[misc]
+    shallow = {"next": {"next": None}}
+    shallow_body = b"\x02\x00"  # the first link's branch, then null
+    assert fastavro_body(LIST, shallow) == shallow_body
+    assert native.writer(LIST)(shallow) == shallow_body  # type: ignore[misc]
+    assert native.reader(LIST)(shallow_body, 0) == (shallow, 2)  # type: ignore[misc]
+
+
+def test_a_forged_block_count_is_refused_at_once() -> None:
+    """A count of 2**62 items (no bytes follow) must not build a list without end."""
+    schema = parse_schema({"type": "array", "items": "null"})
+    forged = b"\xfe\xff\xff\xff\xff\xff\xff\xff\x7f"  # zig-zag varint of 2**62 - 1
+    with pytest.raises(ValueError, match="beyond the bytes left"):
+        native.reader(schema)(forged, 0)  # type: ignore[misc]
+    # Items of no bytes may legitimately outnumber the bytes left: fastavro reads those.
+    nulls = fastavro_body(schema, [None] * 5)
+    with pytest.raises(ValueError):
+        native.reader(schema)(nulls, 0)  # type: ignore[misc]
+    assert fastavro_read(schema, nulls, 0) == ([None] * 5, len(nulls))
